@@ -1,0 +1,349 @@
+//! `mcsctl`: drive and query mcsd from the command line.
+//!
+//! Every command prints a human table by default and JSON with `-o json`.
+//! Errors print one line on stderr and exit with status 1.
+
+mod output;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mcs_client::{proto, Allocate, Client, ClientError};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use output::Format;
+
+/// Query and steer mcsd, the host's SELinux MCS label authority.
+#[derive(Debug, Parser)]
+#[command(name = "mcsctl", version, about)]
+struct Cli {
+    /// mcsd's socket [default: $MCSD_SOCKET, else /run/mcsd/mcsd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Output format
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Allocate a label for a container (returns the existing one if any)
+    Allocate {
+        /// Container id
+        id: String,
+        /// Who asks, e.g. podman [default: uid:<your uid>]
+        #[arg(long)]
+        owner: Option<String>,
+        /// Pod whose members share one level
+        #[arg(long)]
+        group: Option<String>,
+        /// A specific level, s0:cX,cY
+        #[arg(long)]
+        level: Option<String>,
+    },
+    /// Release a container's label
+    Release {
+        /// Container id
+        id: String,
+    },
+    /// Show a container's label
+    Get {
+        /// Container id
+        id: String,
+    },
+    /// List allocations
+    List {
+        /// Only this owner's
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only this group's
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Show how much of the range is in use
+    Stats,
+    /// Exclude a pair (s0:cX,cY) or a category (cN) from allocation
+    Reserve {
+        /// s0:cX,cY or cN
+        target: String,
+    },
+    /// Remove a reservation
+    Unreserve {
+        /// s0:cX,cY or cN
+        target: String,
+    },
+    /// List reservations
+    Reservations,
+}
+
+async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
+    let socket = mcs_client::socket_path(cli.socket.as_deref());
+    let mut client = Client::connect(&socket).await?;
+    let format = cli.output;
+    match cli.command {
+        Command::Allocate {
+            id,
+            owner,
+            group,
+            level,
+        } => {
+            let mut request = Allocate::new(id);
+            if let Some(owner) = owner {
+                request = request.owner(owner);
+            }
+            if let Some(group) = group {
+                request = request.group(group);
+            }
+            if let Some(level) = level {
+                request = request.level(level);
+            }
+            let response = client.allocate_full(request).await?;
+            let allocation = response.allocation.unwrap_or_default();
+            match format {
+                Format::Json => {
+                    let mut value = output::allocation_json(&allocation);
+                    value["created"] = json!(response.created);
+                    output::print_json(out, &value)?;
+                }
+                Format::Table => output::print_allocation(out, &allocation)?,
+            }
+        }
+        Command::Release { id } => {
+            let response = client.release(id.clone()).await?;
+            let level = response.allocation.as_ref().map(|a| a.level.clone());
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "container_id": id,
+                        "released": response.released,
+                        "level": level.clone().unwrap_or_default(),
+                        "level_freed": response.level_freed,
+                    }),
+                )?,
+                Format::Table if response.released => writeln!(
+                    out,
+                    "released {id} ({}){}",
+                    level.unwrap_or_default(),
+                    if response.level_freed {
+                        "; the level is free again"
+                    } else {
+                        "; the level stays held (group members remain, or it is reserved)"
+                    }
+                )?,
+                Format::Table => writeln!(out, "{id} held no allocation; nothing to release")?,
+            }
+        }
+        Command::Get { id } => {
+            let allocation = client.get(id).await?;
+            match format {
+                Format::Json => output::print_json(out, &output::allocation_json(&allocation))?,
+                Format::Table => output::print_allocation(out, &allocation)?,
+            }
+        }
+        Command::List { owner, group } => {
+            let request = proto::ListRequest {
+                owner: owner.unwrap_or_default(),
+                group: group.unwrap_or_default(),
+                ..Default::default()
+            };
+            let mut stream = client.list(request).await?;
+            list(&mut stream, format, out).await?;
+        }
+        Command::Stats => {
+            let s = client.stats().await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "range": s.range,
+                        "total": s.total,
+                        "held": s.held,
+                        "free": s.free,
+                        "reserved": s.reserved,
+                        "containers": s.containers,
+                        "groups": s.groups,
+                        "owners": s.owners.iter().map(|o| json!({"owner": o.owner, "containers": o.containers})).collect::<Vec<_>>(),
+                    }),
+                )?,
+                Format::Table => {
+                    output::print_fields(
+                        out,
+                        &[
+                            ("range", s.range.clone()),
+                            ("total", s.total.to_string()),
+                            ("held", s.held.to_string()),
+                            ("free", s.free.to_string()),
+                            ("reserved", s.reserved.to_string()),
+                            ("containers", s.containers.to_string()),
+                            ("groups", s.groups.to_string()),
+                        ],
+                    )?;
+                    if !s.owners.is_empty() {
+                        writeln!(out)?;
+                        let mut table = output::StreamingTable::new(vec!["OWNER", "CONTAINERS"]);
+                        let rows: Vec<Vec<String>> = s
+                            .owners
+                            .iter()
+                            .map(|o| vec![o.owner.clone(), o.containers.to_string()])
+                            .collect();
+                        table.rows(out, &rows)?;
+                    }
+                }
+            }
+        }
+        Command::Reserve { target } => {
+            let r = client.reserve(target).await?;
+            let reservation = r.reservation.unwrap_or_default();
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "target": reservation.target,
+                        "created": r.created,
+                        "pairs_covered": r.pairs_covered,
+                        "pairs_held": r.pairs_held,
+                        "created_at": output::time(reservation.created_at.as_ref()),
+                    }),
+                )?,
+                Format::Table => writeln!(
+                    out,
+                    "{} {}: covers {} pair(s), {} held (holders keep them until released)",
+                    if r.created {
+                        "reserved"
+                    } else {
+                        "already reserved"
+                    },
+                    reservation.target,
+                    r.pairs_covered,
+                    r.pairs_held
+                )?,
+            }
+        }
+        Command::Unreserve { target } => {
+            let r = client.unreserve(target.clone()).await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({"target": target, "removed": r.removed, "pairs_freed": r.pairs_freed}),
+                )?,
+                Format::Table if r.removed => writeln!(
+                    out,
+                    "removed reservation {target}; {} pair(s) free again",
+                    r.pairs_freed
+                )?,
+                Format::Table => writeln!(out, "no reservation {target}; nothing removed")?,
+            }
+        }
+        Command::Reservations => {
+            let reservations = client.reservations().await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!(reservations
+                        .iter()
+                        .map(|r| json!({"target": r.target, "created_at": output::time(r.created_at.as_ref())}))
+                        .collect::<Vec<_>>()),
+                )?,
+                Format::Table => {
+                    let mut table = output::StreamingTable::new(vec!["RESERVATION", "CREATED"]);
+                    let rows: Vec<Vec<String>> = reservations
+                        .iter()
+                        .map(|r| vec![r.target.clone(), output::time(r.created_at.as_ref())])
+                        .collect();
+                    table.rows(out, &rows)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streams a listing to `out` as it arrives.
+async fn list(
+    stream: &mut tonic::Streaming<proto::ListResponse>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let mut table =
+        output::StreamingTable::new(vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "AGE"]);
+    let mut first = true;
+    if format == Format::Json {
+        write!(out, "[")?;
+    }
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ClientError::from)?;
+        match format {
+            Format::Json => {
+                for a in &chunk.allocations {
+                    let sep = if first { "\n  " } else { ",\n  " };
+                    first = false;
+                    write!(out, "{sep}{}", output::allocation_json(a))?;
+                }
+            }
+            Format::Table => {
+                let rows: Vec<Vec<String>> = chunk
+                    .allocations
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.container_id.clone(),
+                            a.owner.clone(),
+                            a.group.clone(),
+                            a.level.clone(),
+                            output::age(a.created_at.as_ref()),
+                        ]
+                    })
+                    .collect();
+                table.rows(out, &rows)?;
+            }
+        }
+    }
+    match format {
+        Format::Json => writeln!(out, "{}]", if first { "" } else { "\n" })?,
+        Format::Table => table.finish(out)?,
+    }
+    Ok(())
+}
+
+/// What ends mcsctl with a non-zero status.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcsctl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = runtime.block_on(run(cli, &mut out));
+    let flushed = out.flush();
+    match result.and(flushed.map_err(Failure::from)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (mcsctl list | head) is not an error worth a message.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.to_string().replace('\n', " ");
+            eprintln!("mcsctl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! How mcsctl prints: human tables by default, JSON for scripts.
+
+use std::io::{self, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mcs_client::proto;
+use serde_json::{json, Value};
+
+/// Output format chosen with `-o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// RFC 3339 time, UTC, seconds precision.
+pub fn time(t: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = t else {
+        return String::new();
+    };
+    let at = UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0))
+        + Duration::from_nanos(u64::try_from(t.nanos).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// The JSON form of an allocation: the fields scripts rely on.
+pub fn allocation_json(a: &proto::Allocation) -> Value {
+    json!({
+        "container_id": a.container_id,
+        "owner": a.owner,
+        "group": a.group,
+        "level": a.level,
+        "process_label": a.process_label,
+        "file_label": a.file_label,
+        "mount_option": a.mount_option,
+        "created_at": time(a.created_at.as_ref()),
+    })
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json(out: &mut impl Write, value: &Value) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
+}
+
+/// Prints `name value` lines with the values aligned.
+pub fn print_fields(out: &mut impl Write, fields: &[(&str, String)]) -> io::Result<()> {
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in fields {
+        let value = if value.is_empty() { "-" } else { value };
+        writeln!(out, "{key:<width$}  {value}")?;
+    }
+    Ok(())
+}
+
+/// One allocation as `name value` lines.
+pub fn print_allocation(out: &mut impl Write, a: &proto::Allocation) -> io::Result<()> {
+    print_fields(
+        out,
+        &[
+            ("container_id", a.container_id.clone()),
+            ("owner", a.owner.clone()),
+            ("group", a.group.clone()),
+            ("level", a.level.clone()),
+            ("process_label", a.process_label.clone()),
+            ("file_label", a.file_label.clone()),
+            ("mount_option", a.mount_option.clone()),
+            ("created_at", time(a.created_at.as_ref())),
+        ],
+    )
+}
+
+/// A table printed as rows arrive: column widths come from the header and
+/// the first rows, so a listing of any length streams without buffering.
+pub struct StreamingTable {
+    widths: Vec<usize>,
+    header: Vec<&'static str>,
+    printed_header: bool,
+}
+
+impl StreamingTable {
+    /// A table with these column titles.
+    pub fn new(header: Vec<&'static str>) -> Self {
+        Self {
+            widths: header.iter().map(|h| h.len()).collect(),
+            header,
+            printed_header: false,
+        }
+    }
+
+    /// Prints a batch of rows (the first batch also sizes the columns).
+    pub fn rows(&mut self, out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()> {
+        if !self.printed_header {
+            for row in rows {
+                for (w, cell) in self.widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
+            self.line(out, &header)?;
+            self.printed_header = true;
+        }
+        for row in rows {
+            self.line(out, row)?;
+        }
+        Ok(())
+    }
+
+    /// Prints the header if no row came.
+    pub fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if !self.printed_header {
+            self.rows(out, &[])?;
+        }
+        Ok(())
+    }
+
+    fn line(&self, out: &mut impl Write, cells: &[String]) -> io::Result<()> {
+        let last = cells.len().saturating_sub(1);
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&self.widths).enumerate() {
+            let cell = if cell.is_empty() { "-" } else { cell };
+            if i == last {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())
+    }
+}
+
+/// Elapsed time since an RFC 3339 creation time, for humans ("3h", "2d").
+pub fn age(t: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = t else {
+        return String::new();
+    };
+    let created = UNIX_EPOCH + Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0));
+    let secs = SystemTime::now()
+        .duration_since(created)
+        .unwrap_or_default()
+        .as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}

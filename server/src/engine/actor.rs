@@ -1,0 +1,660 @@
+//! The actor behind [`Engine`](super::Engine): batching, planning, group
+//! commit and replies. See the module documentation of `engine` for the
+//! rules it follows.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot, RwLock};
+
+use super::view::{self, View};
+use super::{
+    AllocateRequest, Allocated, Command, EngineConfig, Released, Reply, Reserved, Unreserved,
+};
+use crate::allocator::ClaimError;
+use crate::error::{AllocError, Mismatch};
+use crate::id::{ContainerId, GroupKey};
+use crate::level::{Level, PairIndex};
+use crate::reservation::Reservation;
+use crate::store::{
+    AllocationRecord, GroupRecord, Holder, Op, ReservationRecord, Store, StoreError, Txn,
+};
+
+/// Requests planned together at most; bounds a batch's latency.
+const MAX_BATCH: usize = 1024;
+
+/// What a request touches; two requests touching the same thing never share
+/// a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Entity {
+    Id(ContainerId),
+    Group(GroupKey),
+    Pair(PairIndex),
+    Reservation(Reservation),
+}
+
+/// A planned change waiting for its commit.
+enum Change {
+    Allocate {
+        record: AllocationRecord,
+        /// Pair taken from the pool while planning (None when joining a group).
+        claimed: Option<PairIndex>,
+        new_group: bool,
+        reply: Reply<Allocated>,
+    },
+    Release {
+        record: AllocationRecord,
+        /// Pair to give back once durable (None while group members remain).
+        frees: Option<PairIndex>,
+        group_deleted: bool,
+        reply: Reply<Released>,
+    },
+    Reserve {
+        record: ReservationRecord,
+        covered: u64,
+        held: u64,
+        reply: Reply<Reserved>,
+    },
+    Unreserve {
+        record: ReservationRecord,
+        reply: Reply<Unreserved>,
+    },
+}
+
+impl Change {
+    /// Applies the after-commit effects and replies.
+    fn committed(self, view: &mut View) {
+        match self {
+            Change::Allocate {
+                record,
+                new_group,
+                reply,
+                ..
+            } => {
+                view.add_container(&record.owner);
+                view.groups += u64::from(new_group);
+                tracing::info!(container_id = %record.container_id, owner = %record.owner,
+                    level = %record.level, group = record.group.as_ref().map_or("", |g| g.as_str()), "allocated");
+                let _ = reply.send(Ok(Allocated {
+                    record,
+                    created: true,
+                }));
+            }
+            Change::Release {
+                record,
+                frees,
+                group_deleted,
+                reply,
+            } => {
+                let level_freed = frees.is_some_and(|i| view.pool.release(i));
+                view.remove_container(&record.owner);
+                view.groups -= u64::from(group_deleted);
+                tracing::info!(container_id = %record.container_id, owner = %record.owner,
+                    level = %record.level, level_freed, "released");
+                let _ = reply.send(Ok(Released {
+                    record: Some(record),
+                    level_freed,
+                }));
+            }
+            Change::Reserve {
+                record,
+                covered,
+                held,
+                reply,
+            } => {
+                tracing::info!(reservation = %record.reservation, covered, held, "reserved");
+                let _ = reply.send(Ok(Reserved {
+                    record,
+                    created: true,
+                    covered,
+                    held,
+                }));
+            }
+            Change::Unreserve { record, reply } => {
+                view.reservations.remove(&record.reservation);
+                let freed = view.pool.unreserve(record.reservation);
+                tracing::info!(reservation = %record.reservation, freed, "unreserved");
+                let _ = reply.send(Ok(Unreserved {
+                    removed: true,
+                    freed,
+                }));
+            }
+        }
+    }
+
+    /// Reverts the planning effects and replies with the error.
+    fn failed(self, view: &mut View, error: AllocError) {
+        match self {
+            Change::Allocate { claimed, reply, .. } => {
+                if let Some(index) = claimed {
+                    view.pool.release(index);
+                }
+                let _ = reply.send(Err(error));
+            }
+            Change::Release { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Change::Reserve { record, reply, .. } => {
+                view.reservations.remove(&record.reservation);
+                view.pool.unreserve(record.reservation);
+                let _ = reply.send(Err(error));
+            }
+            Change::Unreserve { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// The outcome of planning one command.
+enum Step {
+    /// It touches something the batch already touches: try next batch.
+    Defer(Command),
+    /// Answered without changing anything; the answer goes out after the
+    /// batch's commit.
+    Answer(Box<dyn FnOnce() + Send>),
+    /// A change to commit.
+    Change(Txn, Vec<Entity>, Change),
+}
+
+fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, AllocError>) -> Step {
+    Step::Answer(Box::new(move || {
+        let _ = reply.send(result);
+    }))
+}
+
+pub(super) struct Actor {
+    rx: mpsc::Receiver<Command>,
+    store: Arc<dyn Store>,
+    gate: Arc<RwLock<()>>,
+    view: View,
+    config: EngineConfig,
+    rng: StdRng,
+    deferred: VecDeque<Command>,
+}
+
+impl Actor {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Command>,
+        store: Arc<dyn Store>,
+        gate: Arc<RwLock<()>>,
+        view: View,
+        config: EngineConfig,
+    ) -> Self {
+        Self {
+            rx,
+            store,
+            gate,
+            view,
+            config,
+            // A CSPRNG seeded by the OS: labels must not be predictable.
+            rng: StdRng::from_os_rng(),
+            deferred: VecDeque::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut stopping: Option<oneshot::Sender<()>> = None;
+        loop {
+            let first = match self.deferred.pop_front() {
+                Some(cmd) => cmd,
+                None if stopping.is_some() => break,
+                None => match self.rx.recv().await {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.deferred.pop_front() {
+                    Some(cmd) => batch.push(cmd),
+                    None => match self.rx.try_recv() {
+                        Ok(cmd) => batch.push(cmd),
+                        Err(_) => break,
+                    },
+                }
+            }
+            if let Some(done) = self.process(batch).await {
+                // Take nothing new; finish what is queued and deferred.
+                self.rx.close();
+                while let Ok(cmd) = self.rx.try_recv() {
+                    self.deferred.push_back(cmd);
+                }
+                stopping = Some(done);
+            }
+        }
+        if let Some(done) = stopping {
+            let _ = done.send(());
+        }
+    }
+
+    /// Plans, commits and answers one batch. Returns the shutdown reply if
+    /// the batch asked to stop.
+    async fn process(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        let mut touched: HashSet<Entity> = HashSet::new();
+        let mut txns = Vec::new();
+        let mut changes = Vec::new();
+        let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        let mut reads = Vec::new();
+        let mut shutdown = None;
+
+        for cmd in batch {
+            let step = match cmd {
+                Command::Allocate(req, reply) => self.plan_allocate(req, reply, &touched).await,
+                Command::Release(id, reply) => self.plan_release(id, reply, &touched).await,
+                Command::Reserve(r, reply) => self.plan_reserve(r, reply, &touched),
+                Command::Unreserve(r, reply) => self.plan_unreserve(r, reply, &touched),
+                Command::Shutdown(done) => {
+                    shutdown = Some(done);
+                    continue;
+                }
+                read @ (Command::Stats(_) | Command::Reservations(_)) => {
+                    reads.push(read);
+                    continue;
+                }
+            };
+            match step {
+                Step::Defer(cmd) => self.deferred.push_back(cmd),
+                Step::Answer(send) => answers.push(send),
+                Step::Change(txn, entities, change) => {
+                    touched.extend(entities);
+                    txns.push(txn);
+                    changes.push(change);
+                }
+            }
+        }
+
+        if !txns.is_empty() {
+            let results = {
+                let _write = self.gate.write().await;
+                self.store.commit(txns).await
+            };
+            let mut broken = None;
+            for (change, result) in changes.into_iter().zip(results) {
+                match result {
+                    Ok(()) => change.committed(&mut self.view),
+                    Err(e) => {
+                        if !matches!(e, StoreError::Conflict(_)) {
+                            broken = Some(e.clone());
+                        }
+                        change.failed(&mut self.view, AllocError::Store(e));
+                    }
+                }
+            }
+            if let Some(error) = broken {
+                self.recover(error).await;
+            }
+        }
+
+        for send in answers {
+            send();
+        }
+        for read in reads {
+            match read {
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.view.stats());
+                }
+                Command::Reservations(reply) => {
+                    let _ = reply.send(self.view.reservations.values().cloned().collect());
+                }
+                _ => unreachable!("only reads are queued here"),
+            }
+        }
+        shutdown
+    }
+
+    /// After a failed commit the store may hold more than the view (applied
+    /// but not flushed): bring the store back to what is durable and rebuild
+    /// the view from it, so both agree again.
+    async fn recover(&mut self, error: StoreError) {
+        tracing::error!(%error, "store commit failed; reopening the store and reloading state");
+        let _write = self.gate.write().await;
+        let reloaded = match self.store.recover().await {
+            Ok(()) => view::load(&*self.store, self.config.range).await,
+            Err(e) => Err(e.into()),
+        };
+        match reloaded {
+            Ok(view) => {
+                self.view = view;
+                tracing::info!("store recovered; state reloaded");
+            }
+            // The view was reverted to its pre-batch state; the next commit
+            // fails again and retries recovery.
+            Err(e) => {
+                tracing::error!(error = %e, "store recovery failed; mcsd will retry with the next change")
+            }
+        }
+    }
+
+    async fn plan_allocate(
+        &mut self,
+        req: AllocateRequest,
+        reply: Reply<Allocated>,
+        touched: &HashSet<Entity>,
+    ) -> Step {
+        let range = self.config.range;
+        let requested = match req.level {
+            Some(level) => match range.index_of(level) {
+                Some(index) => Some((level, index)),
+                None => return answer(reply, Err(AllocError::OutOfRange { level, range })),
+            },
+            None => None,
+        };
+        let mut entities = vec![Entity::Id(req.container_id.clone())];
+        entities.extend(req.group.clone().map(Entity::Group));
+        entities.extend(requested.map(|(_, i)| Entity::Pair(i)));
+        if entities.iter().any(|e| touched.contains(e)) {
+            return Step::Defer(Command::Allocate(req, reply));
+        }
+
+        match self.store.allocation(&req.container_id).await {
+            Err(e) => return answer(reply, Err(e.into())),
+            Ok(Some(existing)) => return answer(reply, same_allocation(&req, existing)),
+            Ok(None) => {}
+        }
+
+        let now = SystemTime::now();
+        let mut ops = Vec::with_capacity(3);
+        let (level, index, claimed, new_group) = match &req.group {
+            Some(key) => match self.store.group(key).await {
+                Err(e) => return answer(reply, Err(e.into())),
+                Ok(Some(group)) => {
+                    if let Some((requested, _)) = requested.filter(|(l, _)| *l != group.level) {
+                        let e = AllocError::GroupLevel {
+                            group: key.clone(),
+                            held: group.level,
+                            requested,
+                        };
+                        return answer(reply, Err(e));
+                    }
+                    let Some(index) = range.index_of(group.level) else {
+                        let e = AllocError::Inconsistent(format!(
+                            "group {key} holds {}, outside the range",
+                            group.level
+                        ));
+                        return answer(reply, Err(e));
+                    };
+                    let joined = GroupRecord {
+                        members: group.members + 1,
+                        ..group.clone()
+                    };
+                    let level = group.level;
+                    ops.push(Op::PutGroup {
+                        old: Some(group),
+                        new: joined,
+                    });
+                    (level, index, None, false)
+                }
+                Ok(None) => {
+                    let (level, index) = match self.take_pair(requested).await {
+                        Ok(taken) => taken,
+                        Err(e) => return answer(reply, Err(e)),
+                    };
+                    ops.push(Op::PutGroup {
+                        old: None,
+                        new: GroupRecord {
+                            key: key.clone(),
+                            level,
+                            members: 1,
+                            created_at: now,
+                        },
+                    });
+                    ops.push(Op::ClaimPair {
+                        level,
+                        holder: Holder::Group(key.clone()),
+                    });
+                    (level, index, Some(index), true)
+                }
+            },
+            None => {
+                let (level, index) = match self.take_pair(requested).await {
+                    Ok(taken) => taken,
+                    Err(e) => return answer(reply, Err(e)),
+                };
+                ops.push(Op::ClaimPair {
+                    level,
+                    holder: Holder::Container(req.container_id.clone()),
+                });
+                (level, index, Some(index), false)
+            }
+        };
+        let labels = &self.config.labels;
+        let record = AllocationRecord {
+            process_label: labels.process_label(level),
+            file_label: labels.file_label(level),
+            container_id: req.container_id,
+            owner: req.owner,
+            group: req.group,
+            level,
+            created_at: now,
+        };
+        ops.insert(0, Op::CreateAllocation(record.clone()));
+        entities.push(Entity::Pair(index));
+        Step::Change(
+            Txn(ops),
+            entities,
+            Change::Allocate {
+                record,
+                claimed,
+                new_group,
+                reply,
+            },
+        )
+    }
+
+    /// Takes the requested pair, or a random free one.
+    async fn take_pair(
+        &mut self,
+        requested: Option<(Level, PairIndex)>,
+    ) -> Result<(Level, PairIndex), AllocError> {
+        let range = self.config.range;
+        let Some((level, index)) = requested else {
+            return match self.view.pool.pick(&mut self.rng) {
+                Some(index) => Ok((range.level_at(index), index)),
+                None => Err(AllocError::Exhausted {
+                    range,
+                    stats: self.view.pool.stats(),
+                }),
+            };
+        };
+        match self.view.pool.claim(index) {
+            Ok(()) => Ok((level, index)),
+            Err(ClaimError::Held) => match self.store.holder(level).await? {
+                Some(holder) => Err(AllocError::LevelHeld { level, holder }),
+                None => Err(AllocError::Inconsistent(format!(
+                    "{level} is marked held but the store names no holder"
+                ))),
+            },
+            Err(ClaimError::Reserved) => Err(match self.view.reservation_covering(level) {
+                Some(reservation) => AllocError::LevelReserved { level, reservation },
+                None => AllocError::Inconsistent(format!(
+                    "{level} is marked reserved but no reservation covers it"
+                )),
+            }),
+        }
+    }
+
+    async fn plan_release(
+        &mut self,
+        id: ContainerId,
+        reply: Reply<Released>,
+        touched: &HashSet<Entity>,
+    ) -> Step {
+        if touched.contains(&Entity::Id(id.clone())) {
+            return Step::Defer(Command::Release(id, reply));
+        }
+        let record = match self.store.allocation(&id).await {
+            Err(e) => return answer(reply, Err(e.into())),
+            Ok(None) => {
+                let nothing = Released {
+                    record: None,
+                    level_freed: false,
+                };
+                return answer(reply, Ok(nothing));
+            }
+            Ok(Some(record)) => record,
+        };
+        let Some(index) = self.config.range.index_of(record.level) else {
+            let e = AllocError::Inconsistent(format!(
+                "container {id} holds {}, outside the range",
+                record.level
+            ));
+            return answer(reply, Err(e));
+        };
+        let mut entities = vec![Entity::Id(id.clone()), Entity::Pair(index)];
+        entities.extend(record.group.clone().map(Entity::Group));
+        if entities.iter().any(|e| touched.contains(e)) {
+            return Step::Defer(Command::Release(id, reply));
+        }
+
+        let mut ops = vec![Op::DeleteAllocation(record.clone())];
+        let (frees, group_deleted) = match &record.group {
+            None => {
+                ops.push(Op::FreePair {
+                    level: record.level,
+                    holder: record.holder(),
+                });
+                (Some(index), false)
+            }
+            Some(key) => match self.store.group(key).await {
+                Err(e) => return answer(reply, Err(e.into())),
+                Ok(None) => {
+                    let e = AllocError::Inconsistent(format!(
+                        "container {id} names group {key}, which does not exist"
+                    ));
+                    return answer(reply, Err(e));
+                }
+                Ok(Some(group)) if group.members <= 1 => {
+                    ops.push(Op::FreePair {
+                        level: record.level,
+                        holder: record.holder(),
+                    });
+                    ops.push(Op::DeleteGroup(group));
+                    (Some(index), true)
+                }
+                Ok(Some(group)) => {
+                    let left = GroupRecord {
+                        members: group.members - 1,
+                        ..group.clone()
+                    };
+                    ops.push(Op::PutGroup {
+                        old: Some(group),
+                        new: left,
+                    });
+                    (None, false)
+                }
+            },
+        };
+        Step::Change(
+            Txn(ops),
+            entities,
+            Change::Release {
+                record,
+                frees,
+                group_deleted,
+                reply,
+            },
+        )
+    }
+
+    fn plan_reserve(
+        &mut self,
+        reservation: Reservation,
+        reply: Reply<Reserved>,
+        touched: &HashSet<Entity>,
+    ) -> Step {
+        let range = self.config.range;
+        if !reservation.fits(range) {
+            return answer(
+                reply,
+                Err(AllocError::ReservationOutOfRange { reservation, range }),
+            );
+        }
+        if touched.contains(&Entity::Reservation(reservation)) {
+            return Step::Defer(Command::Reserve(reservation, reply));
+        }
+        if let Some(record) = self.view.reservations.get(&reservation) {
+            let covered = reservation.covered(range);
+            let held = covered
+                .iter()
+                .filter(|&&i| self.view.pool.is_held(i))
+                .count();
+            let existing = Reserved {
+                record: record.clone(),
+                created: false,
+                covered: covered.len() as u64,
+                held: held as u64,
+            };
+            return answer(reply, Ok(existing));
+        }
+        let record = ReservationRecord {
+            reservation,
+            created_at: SystemTime::now(),
+        };
+        let (covered, held) = self.view.pool.reserve(reservation);
+        self.view.reservations.insert(reservation, record.clone());
+        Step::Change(
+            Txn(vec![Op::PutReservation(record.clone())]),
+            vec![Entity::Reservation(reservation)],
+            Change::Reserve {
+                record,
+                covered,
+                held,
+                reply,
+            },
+        )
+    }
+
+    fn plan_unreserve(
+        &mut self,
+        reservation: Reservation,
+        reply: Reply<Unreserved>,
+        touched: &HashSet<Entity>,
+    ) -> Step {
+        if touched.contains(&Entity::Reservation(reservation)) {
+            return Step::Defer(Command::Unreserve(reservation, reply));
+        }
+        let Some(record) = self.view.reservations.get(&reservation).cloned() else {
+            let nothing = Unreserved {
+                removed: false,
+                freed: 0,
+            };
+            return answer(reply, Ok(nothing));
+        };
+        Step::Change(
+            Txn(vec![Op::DeleteReservation(record.clone())]),
+            vec![Entity::Reservation(reservation)],
+            Change::Unreserve { record, reply },
+        )
+    }
+}
+
+/// An id asked for again: the same allocation if the request agrees with it.
+fn same_allocation(
+    req: &AllocateRequest,
+    existing: AllocationRecord,
+) -> Result<Allocated, AllocError> {
+    let mismatch = if existing.owner != req.owner {
+        Some(Mismatch::Owner(existing.owner.clone()))
+    } else if existing.group != req.group {
+        Some(Mismatch::Group(existing.group.clone()))
+    } else {
+        req.level
+            .filter(|l| *l != existing.level)
+            .map(Mismatch::Level)
+    };
+    match mismatch {
+        Some(mismatch) => Err(AllocError::IdConflict {
+            id: existing.container_id,
+            held: existing.level,
+            mismatch,
+        }),
+        None => Ok(Allocated {
+            record: existing,
+            created: false,
+        }),
+    }
+}

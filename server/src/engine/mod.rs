@@ -1,0 +1,311 @@
+//! The engine: the single writer that turns requests into durable changes.
+//!
+//! One actor task owns the in-memory [`View`](view::View). Requests reach it
+//! over a channel; it drains whatever has queued into a batch, plans each
+//! request against the committed store and the pool, commits all of the
+//! batch's transactions with one store commit (one fsync for the embedded
+//! store: group commit), and only then replies. Under load a batch holds as
+//! many requests as arrived during the previous fsync, so throughput grows
+//! with concurrency instead of being one fsync per request.
+//!
+//! Rules that keep this correct:
+//! - Effects that take something away (a claimed pair, a new reservation)
+//!   apply while planning, so two requests in one batch never pick the same
+//!   pair; they are reverted if the commit fails.
+//! - Effects that give something back (a freed pair, a removed reservation)
+//!   apply only after the commit is durable, so nothing is handed out again
+//!   before its release is on disk.
+//! - Two requests that touch the same container id, group, pair or
+//!   reservation never share a batch: the later one waits for the next
+//!   batch. Each transaction is then independent and can fail on its own.
+//! - Readers (Get, List) go to the store directly but never during a commit
+//!   (a read/write gate), so they only see durable state.
+
+mod actor;
+mod view;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::task::JoinHandle;
+
+pub use view::{LoadError, Stats};
+
+use crate::context::Labels;
+use crate::error::AllocError;
+use crate::id::{ContainerId, GroupKey, Owner};
+use crate::level::{CategoryRange, Level};
+use crate::reservation::Reservation;
+use crate::store::{AllocationRecord, ReservationRecord, Store, StoreError};
+
+/// Requests queued beyond this wait for room (backpressure).
+const QUEUE_DEPTH: usize = 8192;
+
+/// What the engine needs to know besides its store.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The categories mcsd hands out.
+    pub range: CategoryRange,
+    /// Templates for the labels of new allocations.
+    pub labels: Labels,
+}
+
+/// A request for a container's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocateRequest {
+    /// The container.
+    pub container_id: ContainerId,
+    /// Who asks.
+    pub owner: Owner,
+    /// Its pod, if any.
+    pub group: Option<GroupKey>,
+    /// A specific level, if the runtime restores a container.
+    pub level: Option<Level>,
+}
+
+/// The answer to an [`AllocateRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocated {
+    /// The allocation, durable.
+    pub record: AllocationRecord,
+    /// False if the id already held it.
+    pub created: bool,
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// What was released; `None` if the id held nothing.
+    pub record: Option<AllocationRecord>,
+    /// Whether the pair went back to the pool.
+    pub level_freed: bool,
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// The reservation, durable.
+    pub record: ReservationRecord,
+    /// False if it already existed.
+    pub created: bool,
+    /// Pairs of the range it covers.
+    pub covered: u64,
+    /// Of those, pairs currently held.
+    pub held: u64,
+}
+
+/// The answer to removing a reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreserved {
+    /// False if there was no such reservation.
+    pub removed: bool,
+    /// Pairs that became free.
+    pub freed: u64,
+}
+
+/// Which allocations a listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this owner's.
+    pub owner: Option<Owner>,
+    /// Only this group's.
+    pub group: Option<GroupKey>,
+}
+
+impl ListFilter {
+    fn matches(&self, r: &AllocationRecord) -> bool {
+        self.owner.as_ref().is_none_or(|o| *o == r.owner)
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| r.group.as_ref() == Some(g))
+    }
+}
+
+/// One step of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// Matching allocations, in container id order.
+    pub records: Vec<AllocationRecord>,
+    /// Where to resume; `None` when the listing is complete.
+    pub next: Option<ContainerId>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AllocError>>;
+
+/// A request for the actor.
+enum Command {
+    Allocate(AllocateRequest, Reply<Allocated>),
+    Release(ContainerId, Reply<Released>),
+    Reserve(Reservation, Reply<Reserved>),
+    Unreserve(Reservation, Reply<Unreserved>),
+    Stats(oneshot::Sender<Stats>),
+    Reservations(oneshot::Sender<Vec<ReservationRecord>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Command>,
+    store: Arc<dyn Store>,
+    gate: Arc<RwLock<()>>,
+    config: EngineConfig,
+    actor: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Records scanned per listing step; bounds how long a step holds the gate.
+const LIST_SCAN: usize = 1024;
+
+impl Engine {
+    /// Loads the view from `store` (checking every record) and starts the
+    /// actor.
+    pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, LoadError> {
+        let started = Instant::now();
+        let view = view::load(&*store, config.range).await?;
+        let stats = view.stats();
+        tracing::info!(
+            store = %store.describe(),
+            containers = stats.containers,
+            groups = stats.groups,
+            held = stats.pool.held,
+            reserved = stats.pool.reserved,
+            free = stats.pool.free,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "state loaded"
+        );
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let gate = Arc::new(RwLock::new(()));
+        let actor = actor::Actor::new(rx, store.clone(), gate.clone(), view, config.clone());
+        let handle = tokio::spawn(actor.run());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                tx,
+                store,
+                gate,
+                config,
+                actor: std::sync::Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The configured category range.
+    pub fn range(&self) -> CategoryRange {
+        self.inner.config.range
+    }
+
+    /// The label templates in use.
+    pub fn labels(&self) -> &Labels {
+        &self.inner.config.labels
+    }
+
+    /// The store, described for humans.
+    pub fn store_description(&self) -> String {
+        self.inner.store.describe()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, AllocError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(tx))
+            .await
+            .map_err(|_| AllocError::ShuttingDown)?;
+        rx.await.map_err(|_| AllocError::ShuttingDown)?
+    }
+
+    /// Returns the container's allocation, creating it if needed; durable
+    /// before it returns.
+    pub async fn allocate(&self, request: AllocateRequest) -> Result<Allocated, AllocError> {
+        self.call(|tx| Command::Allocate(request, tx)).await
+    }
+
+    /// Releases the container's allocation, if any; durable before it returns.
+    pub async fn release(&self, id: ContainerId) -> Result<Released, AllocError> {
+        self.call(|tx| Command::Release(id, tx)).await
+    }
+
+    /// Adds a reservation; durable before it returns.
+    pub async fn reserve(&self, reservation: Reservation) -> Result<Reserved, AllocError> {
+        self.call(|tx| Command::Reserve(reservation, tx)).await
+    }
+
+    /// Removes a reservation; durable before it returns.
+    pub async fn unreserve(&self, reservation: Reservation) -> Result<Unreserved, AllocError> {
+        self.call(|tx| Command::Unreserve(reservation, tx)).await
+    }
+
+    /// Current occupancy.
+    pub async fn stats(&self) -> Result<Stats, AllocError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| AllocError::ShuttingDown)?;
+        rx.await.map_err(|_| AllocError::ShuttingDown)
+    }
+
+    /// Every reservation, sorted.
+    pub async fn reservations(&self) -> Result<Vec<ReservationRecord>, AllocError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Reservations(tx))
+            .await
+            .map_err(|_| AllocError::ShuttingDown)?;
+        rx.await.map_err(|_| AllocError::ShuttingDown)
+    }
+
+    /// The allocation of one container.
+    pub async fn get(&self, id: &ContainerId) -> Result<AllocationRecord, AllocError> {
+        let _read = self.inner.gate.read().await;
+        self.inner
+            .store
+            .allocation(id)
+            .await?
+            .ok_or_else(|| AllocError::NotFound(id.clone()))
+    }
+
+    /// One step of a listing: scans a bounded number of records after
+    /// `after` and returns those matching `filter`. Call again with
+    /// `page.next` until it is `None`.
+    pub async fn list_page(
+        &self,
+        filter: &ListFilter,
+        after: Option<&ContainerId>,
+    ) -> Result<ListPage, AllocError> {
+        let scanned = {
+            let _read = self.inner.gate.read().await;
+            self.inner.store.allocations(after, LIST_SCAN).await?
+        };
+        let next = (scanned.len() == LIST_SCAN)
+            .then(|| scanned.last().map(|r| r.container_id.clone()))
+            .flatten();
+        let records = scanned.into_iter().filter(|r| filter.matches(r)).collect();
+        Ok(ListPage { records, next })
+    }
+
+    /// Stops taking requests, finishes the queued ones, and flushes the store.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self
+            .inner
+            .actor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+        self.inner.store.close().await
+    }
+}

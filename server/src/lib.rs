@@ -1,0 +1,27 @@
+//! mcsd: the host's single authority for SELinux MCS labels.
+//!
+//! Container runtimes ask mcsd for a label when they create a container;
+//! mcsd hands out a category pair no other live container holds, records it
+//! durably, and frees it when the container goes away.
+//!
+//! How the crate is laid out:
+//! - [`level`], [`id`], [`reservation`]: the vocabulary, validated at the edge;
+//! - [`allocator`]: the pair pool, an O(1) random pick among free pairs;
+//! - [`store`]: the durable records and the backend trait ([`store::sled`]);
+//! - [`engine`]: the single writer, batching changes into group commits;
+//! - [`context`]: label templates and the host's SELinux state;
+//! - [`service`]: the gRPC adapter, the only module that knows tonic;
+//! - [`socket`], [`config`], [`daemon`]: running it as a service.
+
+pub mod allocator;
+pub mod config;
+pub mod context;
+pub mod daemon;
+pub mod engine;
+pub mod error;
+pub mod id;
+pub mod level;
+pub mod reservation;
+pub mod service;
+pub mod socket;
+pub mod store;

@@ -1,0 +1,294 @@
+//! The gRPC face of mcsd: translates `mcs.v1` messages to domain requests
+//! and domain errors to gRPC statuses. This is the only module that knows
+//! tonic and the generated types; everything behind it is plain Rust.
+
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use mcs_proto::v1 as pb;
+use mcs_proto::v1::labels_server::Labels;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Code, Request, Response, Status};
+
+use crate::context::mount_option;
+use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
+use crate::error::AllocError;
+use crate::id::{ContainerId, GroupKey, IdError, Owner};
+use crate::level::Level;
+use crate::reservation::Reservation;
+use crate::store::{AllocationRecord, ReservationRecord, StoreError};
+
+/// Allocations per streamed List message.
+const LIST_CHUNK: usize = 512;
+
+/// The `mcs.v1.Labels` service.
+#[derive(Clone)]
+pub struct LabelService {
+    engine: Engine,
+}
+
+impl LabelService {
+    /// A service backed by `engine`.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+}
+
+impl From<AllocError> for Status {
+    fn from(e: AllocError) -> Status {
+        let code = match &e {
+            AllocError::InvalidId(_)
+            | AllocError::InvalidLevel(_)
+            | AllocError::OutOfRange { .. }
+            | AllocError::ReservationOutOfRange { .. } => Code::InvalidArgument,
+            AllocError::Exhausted { .. } => Code::ResourceExhausted,
+            AllocError::LevelHeld { .. }
+            | AllocError::IdConflict { .. }
+            | AllocError::GroupLevel { .. } => Code::AlreadyExists,
+            AllocError::LevelReserved { .. } => Code::FailedPrecondition,
+            AllocError::NotFound(_) => Code::NotFound,
+            AllocError::Store(StoreError::Conflict(_)) => Code::Aborted,
+            AllocError::Store(StoreError::Corrupt { .. }) | AllocError::Inconsistent(_) => {
+                Code::Internal
+            }
+            AllocError::Store(_) | AllocError::ShuttingDown => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+fn container_id(value: String) -> Result<ContainerId, Status> {
+    ContainerId::new(value).map_err(|e| AllocError::from(e).into())
+}
+
+/// An optional field: empty means absent.
+fn optional<T>(
+    value: String,
+    parse: impl FnOnce(String) -> Result<T, IdError>,
+) -> Result<Option<T>, Status> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse(value)
+            .map(Some)
+            .map_err(|e| AllocError::from(e).into())
+    }
+}
+
+fn level(value: &str) -> Result<Level, Status> {
+    value.parse().map_err(|e| AllocError::from(e).into())
+}
+
+fn reservation(value: &str) -> Result<Reservation, Status> {
+    value.parse().map_err(|e| AllocError::from(e).into())
+}
+
+/// The caller's uid, from the Unix socket's peer credentials.
+fn caller_uid<T>(request: &Request<T>) -> Option<u32> {
+    request
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| cred.uid())
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+/// The wire form of an allocation.
+pub fn allocation_to_proto(r: &AllocationRecord) -> pb::Allocation {
+    pb::Allocation {
+        container_id: r.container_id.to_string(),
+        owner: r.owner.to_string(),
+        group: r
+            .group
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        level: r.level.to_string(),
+        process_label: r.process_label.clone(),
+        mount_option: mount_option(&r.file_label),
+        file_label: r.file_label.clone(),
+        created_at: Some(timestamp(r.created_at)),
+    }
+}
+
+fn reservation_to_proto(r: &ReservationRecord) -> pb::Reservation {
+    pb::Reservation {
+        target: r.reservation.to_string(),
+        created_at: Some(timestamp(r.created_at)),
+    }
+}
+
+fn stats_to_proto(s: Stats) -> pb::StatsResponse {
+    pb::StatsResponse {
+        range: s.range.to_string(),
+        total: s.pool.total,
+        held: s.pool.held,
+        free: s.pool.free,
+        reserved: s.pool.reserved,
+        containers: s.containers,
+        groups: s.groups,
+        owners: s
+            .owners
+            .into_iter()
+            .map(|(owner, containers)| pb::OwnerStats {
+                owner: owner.to_string(),
+                containers,
+            })
+            .collect(),
+    }
+}
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Labels for LabelService {
+    async fn allocate(
+        &self,
+        request: Request<pb::AllocateRequest>,
+    ) -> Result<Response<pb::AllocateResponse>, Status> {
+        let uid = caller_uid(&request);
+        let req = request.into_inner();
+        let owner = match optional(req.owner, Owner::new)? {
+            Some(owner) => owner,
+            None => Owner::new(uid.map_or_else(|| "unknown".to_owned(), |u| format!("uid:{u}")))
+                .map_err(|e| Status::from(AllocError::from(e)))?,
+        };
+        let request = AllocateRequest {
+            container_id: container_id(req.container_id)?,
+            owner,
+            group: optional(req.group, GroupKey::new)?,
+            level: if req.level.is_empty() {
+                None
+            } else {
+                Some(level(&req.level)?)
+            },
+        };
+        let allocated = self.engine.allocate(request).await?;
+        Ok(Response::new(pb::AllocateResponse {
+            allocation: Some(allocation_to_proto(&allocated.record)),
+            created: allocated.created,
+        }))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let id = container_id(request.into_inner().container_id)?;
+        let released = self.engine.release(id).await?;
+        Ok(Response::new(pb::ReleaseResponse {
+            released: released.record.is_some(),
+            allocation: released.record.as_ref().map(allocation_to_proto),
+            level_freed: released.level_freed,
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Allocation>, Status> {
+        let id = container_id(request.into_inner().container_id)?;
+        let record = self.engine.get(&id).await?;
+        Ok(Response::new(allocation_to_proto(&record)))
+    }
+
+    type ListStream = ListStream;
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<ListStream>, Status> {
+        let req = request.into_inner();
+        let filter = ListFilter {
+            owner: optional(req.owner, Owner::new)?,
+            group: optional(req.group, GroupKey::new)?,
+        };
+        let mut after = optional(req.start_after, ContainerId::new)?;
+        let mut remaining = if req.limit == 0 { u64::MAX } else { req.limit };
+        let engine = self.engine.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut chunk = Vec::with_capacity(LIST_CHUNK);
+            loop {
+                let page = match engine.list_page(&filter, after.as_ref()).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for record in &page.records {
+                    if remaining == 0 {
+                        break;
+                    }
+                    remaining -= 1;
+                    chunk.push(allocation_to_proto(record));
+                    if chunk.len() == LIST_CHUNK {
+                        let allocations =
+                            std::mem::replace(&mut chunk, Vec::with_capacity(LIST_CHUNK));
+                        if tx.send(Ok(pb::ListResponse { allocations })).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                }
+                after = page.next;
+                if after.is_none() || remaining == 0 {
+                    break;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(pb::ListResponse { allocations: chunk })).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let target = reservation(&request.into_inner().target)?;
+        let reserved = self.engine.reserve(target).await?;
+        Ok(Response::new(pb::ReserveResponse {
+            reservation: Some(reservation_to_proto(&reserved.record)),
+            created: reserved.created,
+            pairs_covered: reserved.covered,
+            pairs_held: reserved.held,
+        }))
+    }
+
+    async fn unreserve(
+        &self,
+        request: Request<pb::UnreserveRequest>,
+    ) -> Result<Response<pb::UnreserveResponse>, Status> {
+        let target = reservation(&request.into_inner().target)?;
+        let unreserved = self.engine.unreserve(target).await?;
+        Ok(Response::new(pb::UnreserveResponse {
+            removed: unreserved.removed,
+            pairs_freed: unreserved.freed,
+        }))
+    }
+
+    async fn list_reservations(
+        &self,
+        _request: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        let reservations = self.engine.reservations().await?;
+        Ok(Response::new(pb::ListReservationsResponse {
+            reservations: reservations.iter().map(reservation_to_proto).collect(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        Ok(Response::new(stats_to_proto(self.engine.stats().await?)))
+    }
+}

@@ -1,0 +1,249 @@
+//! Durable state: the records mcsd keeps and the trait a backend implements.
+//!
+//! The store is the source of truth for records (allocations, groups, pair
+//! holders, reservations); the engine keeps only the pair pool in memory and
+//! rebuilds it from [`Store::load`] at start. Every change reaches the store
+//! as a [`Txn`] of semantic [`Op`]s that carry the values they expect to
+//! replace, so a backend shared by several hosts can turn them into
+//! compare-and-swap conditions, and a single-writer backend can ignore them.
+//!
+//! Logical layout, the same for every backend:
+//! - `a/<container id>` → [`AllocationRecord`]
+//! - `g/<group key>` → [`GroupRecord`] (level and member count)
+//! - `p/<pair>` → [`Holder`]: exactly one key per held pair, which is what
+//!   makes a pair impossible to hold twice
+//! - `r/<reservation>` → [`ReservationRecord`]
+
+pub mod codec;
+pub mod sled;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::id::{ContainerId, GroupKey, Owner};
+use crate::level::Level;
+use crate::reservation::Reservation;
+
+/// One container's allocation, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRecord {
+    /// The container.
+    pub container_id: ContainerId,
+    /// Who asked for it.
+    pub owner: Owner,
+    /// The pod it belongs to, if any.
+    pub group: Option<GroupKey>,
+    /// The pair it holds (shared with its group, if any).
+    pub level: Level,
+    /// Process context handed out, level included.
+    pub process_label: String,
+    /// File context handed out, level included.
+    pub file_label: String,
+    /// When the allocation was made.
+    pub created_at: SystemTime,
+}
+
+impl AllocationRecord {
+    /// Who holds this record's pair: the group if it has one, else itself.
+    pub fn holder(&self) -> Holder {
+        match &self.group {
+            Some(group) => Holder::Group(group.clone()),
+            None => Holder::Container(self.container_id.clone()),
+        }
+    }
+}
+
+/// Who holds a pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A single container.
+    Container(ContainerId),
+    /// A group of containers.
+    Group(GroupKey),
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Container(id) => write!(f, "container {id}"),
+            Holder::Group(key) => write!(f, "group {key}"),
+        }
+    }
+}
+
+/// A group (pod) and the pair its members share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The group key.
+    pub key: GroupKey,
+    /// The shared pair.
+    pub level: Level,
+    /// Live members; the pair is freed when this drops to zero.
+    pub members: u32,
+    /// When the group was created.
+    pub created_at: SystemTime,
+}
+
+/// An operator reservation, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRecord {
+    /// What is reserved.
+    pub reservation: Reservation,
+    /// When it was made.
+    pub created_at: SystemTime,
+}
+
+/// One change to the store. Variants that replace or remove something carry
+/// the value they expect to find there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create `a/<id>`; it must not exist.
+    CreateAllocation(AllocationRecord),
+    /// Delete `a/<id>`, which holds this record.
+    DeleteAllocation(AllocationRecord),
+    /// Create `p/<level>`; the pair must be free.
+    ClaimPair {
+        /// The pair.
+        level: Level,
+        /// Its new holder.
+        holder: Holder,
+    },
+    /// Delete `p/<level>`, which `holder` holds.
+    FreePair {
+        /// The pair.
+        level: Level,
+        /// Its current holder.
+        holder: Holder,
+    },
+    /// Create (`old == None`) or update `g/<key>`.
+    PutGroup {
+        /// The value expected now.
+        old: Option<GroupRecord>,
+        /// The value to store.
+        new: GroupRecord,
+    },
+    /// Delete `g/<key>`, which holds this record.
+    DeleteGroup(GroupRecord),
+    /// Create `r/<reservation>`; it must not exist.
+    PutReservation(ReservationRecord),
+    /// Delete `r/<reservation>`.
+    DeleteReservation(ReservationRecord),
+}
+
+/// Changes that are applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn(pub Vec<Op>);
+
+/// Receives the whole state at start-up, in this order: reservations, pairs,
+/// groups, allocations.
+pub trait LoadSink: Send {
+    /// One reservation.
+    fn reservation(&mut self, record: ReservationRecord) -> Result<(), StoreError>;
+    /// One held pair.
+    fn pair(&mut self, level: Level, holder: Holder) -> Result<(), StoreError>;
+    /// One group.
+    fn group(&mut self, record: GroupRecord) -> Result<(), StoreError>;
+    /// One allocation.
+    fn allocation(&mut self, record: AllocationRecord) -> Result<(), StoreError>;
+}
+
+/// Why the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened.
+    #[error("cannot open the store at {path}: {detail}")]
+    Open {
+        /// Where the store lives.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Another process holds the store's lock.
+    #[error("the store at {path} is in use by another process (is another mcsd running with this state directory?)")]
+    Locked {
+        /// Where the store lives.
+        path: PathBuf,
+    },
+    /// The stored data cannot be trusted.
+    #[error("the store at {path} is corrupt: {detail}. mcsd refuses to start on it and never resets state by itself: restore {path} from a backup, or move it aside to start with no allocations")]
+    Corrupt {
+        /// Where the store lives.
+        path: PathBuf,
+        /// What is wrong, naming the key where possible.
+        detail: String,
+    },
+    /// The store was written in a format this build does not know.
+    #[error("the store at {path} has format version {found}, but this mcsd understands version {supported}: run the mcsd that wrote it, or restore a backup. Nothing was changed")]
+    UnknownFormat {
+        /// Where the store lives.
+        path: PathBuf,
+        /// The version found.
+        found: String,
+        /// The version this build writes.
+        supported: u32,
+    },
+    /// The device holding the store is full.
+    #[error("no space left on the device holding {path}: the change was not recorded; free some space and retry")]
+    NoSpace {
+        /// Where the store lives.
+        path: PathBuf,
+    },
+    /// Reading or writing failed.
+    #[error("store I/O error at {path}: {detail}")]
+    Io {
+        /// Where the store lives.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A shared store found a value other than the one an [`Op`] expected:
+    /// another writer got there first.
+    #[error("conflict in the store: {0}")]
+    Conflict(String),
+}
+
+/// A durable home for mcsd's records.
+///
+/// Implementations must make a successful [`Store::commit`] durable before
+/// returning, apply each [`Txn`] atomically, and serve reads that reflect
+/// every commit that returned.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Human-readable location, for logs and status ("sled at /var/lib/mcsd/db").
+    fn describe(&self) -> String;
+
+    /// Feeds the whole state to `sink` (see [`LoadSink`] for the order).
+    async fn load(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError>;
+
+    /// The allocation of one container.
+    async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError>;
+
+    /// One group.
+    async fn group(&self, key: &GroupKey) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// Who holds a pair, if anybody.
+    async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError>;
+
+    /// Up to `limit` allocations in container id order, starting after `after`.
+    async fn allocations(
+        &self,
+        after: Option<&ContainerId>,
+        limit: usize,
+    ) -> Result<Vec<AllocationRecord>, StoreError>;
+
+    /// Applies each transaction atomically and durably. Returns one result per
+    /// transaction, in order. An empty `txns` still makes every earlier write
+    /// durable (the engine uses it after a failed commit).
+    async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>>;
+
+    /// Brings the store back to exactly what is durable after a failed
+    /// [`Store::commit`] (for an embedded store: reopen it), so the engine can
+    /// rebuild its view from [`Store::load`] and go on.
+    async fn recover(&self) -> Result<(), StoreError>;
+
+    /// Flushes and releases the store.
+    async fn close(&self) -> Result<(), StoreError>;
+}

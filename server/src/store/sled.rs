@@ -1,0 +1,344 @@
+//! The embedded store: one sled tree under the state directory.
+//!
+//! All records live in one tree under the prefixes of [`super::codec`], so a
+//! whole batch of transactions is one atomic `apply_batch` followed by one
+//! `flush` (fsync): concurrent requests share that fsync (group commit).
+//! Only the engine writes, one batch at a time, so the expectations carried
+//! by [`Op`]s hold by construction and are not re-checked here; start-up
+//! cross-checks every record instead.
+//!
+//! sled refuses all further writes after an I/O error (it records a global
+//! error), so [`Store::recover`] reopens the database: sled then recovers to
+//! the last durable batch, which is exactly what the engine reloads.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+
+use super::codec::{self, FORMAT_KEY, FORMAT_VERSION};
+use super::{AllocationRecord, GroupRecord, Holder, LoadSink, Op, Store, StoreError, Txn};
+use crate::id::{ContainerId, GroupKey};
+use crate::level::Level;
+
+/// sled's page cache; the engine reads records rarely (Get, List, and once
+/// per mutation), so a small cache keeps RSS low at full occupancy.
+const CACHE_BYTES: u64 = 16 << 20;
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    path: PathBuf,
+    /// `None` only while [`Store::recover`] swaps databases.
+    db: RwLock<Option<sled::Db>>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir/db`, checking its format version.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("db");
+        let db = open_db(&path)?;
+        Ok(Self {
+            path,
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io {
+                path: self.path.clone(),
+                detail: "the store is being reopened after an error".into(),
+            })
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        map_err(&self.path, e)
+    }
+
+    fn corrupt(&self, key: &[u8], detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("record {}: {detail}", String::from_utf8_lossy(key)),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.db()?.get(key).map_err(|e| self.err(e))
+    }
+}
+
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| match map_err(path, e) {
+            StoreError::Io { detail, .. } => StoreError::Open {
+                path: path.to_owned(),
+                detail,
+            },
+            other => other,
+        })?;
+    check_format(path, &db)?;
+    Ok(db)
+}
+
+fn check_format(path: &Path, db: &sled::Db) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY).map_err(|e| map_err(path, e))? {
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!("format version record is {} bytes, not 4", v.len()),
+                })?;
+            if found == FORMAT_VERSION {
+                Ok(())
+            } else {
+                Err(StoreError::UnknownFormat {
+                    path: path.to_owned(),
+                    found: found.to_string(),
+                    supported: FORMAT_VERSION,
+                })
+            }
+        }
+        None if db.is_empty() => {
+            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .map_err(|e| map_err(path, e))?;
+            db.flush().map_err(|e| map_err(path, e))?;
+            Ok(())
+        }
+        None => Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: "it holds records but no format version".into(),
+        }),
+    }
+}
+
+fn map_err(path: &Path, e: sled::Error) -> StoreError {
+    let path = path.to_owned();
+    match e {
+        sled::Error::Io(io) if io.raw_os_error() == Some(libc_enospc()) => {
+            StoreError::NoSpace { path }
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            StoreError::NoSpace { path }
+        }
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked { path }
+        }
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            path,
+            detail: format!("sled found damaged data at {at:?}"),
+        },
+        other => StoreError::Io {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn libc_enospc() -> i32 {
+    rustix::io::Errno::NOSPC.raw_os_error()
+}
+
+/// Finds a key outside the known prefixes (damage, or another program's
+/// data) by looking only at the gaps between them: O(log n), not a scan.
+fn first_unknown_key(db: &sled::Db) -> sled::Result<Option<sled::IVec>> {
+    // Sorted known prefixes; a prefix `x/` ends just before `x0`.
+    let known: [&[u8]; 5] = [
+        codec::ALLOCATION_PREFIX,
+        codec::GROUP_PREFIX,
+        FORMAT_KEY,
+        codec::PAIR_PREFIX,
+        codec::RESERVATION_PREFIX,
+    ];
+    let mut gap_start: Vec<u8> = Vec::new();
+    for prefix in known {
+        if let Some(item) = db.range(gap_start.clone()..prefix.to_vec()).next() {
+            return item.map(|(k, _)| Some(k));
+        }
+        gap_start = if prefix == FORMAT_KEY {
+            [prefix, &[0][..]].concat()
+        } else {
+            let mut end = prefix.to_vec();
+            *end.last_mut().expect("prefixes are not empty") += 1;
+            end
+        };
+    }
+    db.range(gap_start..)
+        .next()
+        .transpose()
+        .map(|o| o.map(|(k, _)| k))
+}
+
+fn add_to_batch(batch: &mut sled::Batch, op: &Op) {
+    match op {
+        Op::CreateAllocation(r) => batch.insert(
+            codec::allocation_key(&r.container_id),
+            codec::encode_allocation(r),
+        ),
+        Op::DeleteAllocation(r) => batch.remove(codec::allocation_key(&r.container_id)),
+        Op::ClaimPair { level, holder } => {
+            batch.insert(codec::pair_key(*level), codec::encode_holder(holder))
+        }
+        Op::FreePair { level, .. } => batch.remove(codec::pair_key(*level)),
+        Op::PutGroup { new, .. } => {
+            batch.insert(codec::group_key(&new.key), codec::encode_group(new))
+        }
+        Op::DeleteGroup(g) => batch.remove(codec::group_key(&g.key)),
+        Op::PutReservation(r) => batch.insert(
+            codec::reservation_key(r.reservation),
+            codec::encode_reservation(r),
+        ),
+        Op::DeleteReservation(r) => batch.remove(codec::reservation_key(r.reservation)),
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn describe(&self) -> String {
+        format!("sled at {}", self.path.display())
+    }
+
+    async fn load(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        let db = self.db()?;
+        if let Some(key) = first_unknown_key(&db).map_err(|e| self.err(e))? {
+            return Err(self.corrupt(&key, "unexpected key"));
+        }
+        for item in db.scan_prefix(codec::RESERVATION_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let record = codec::decode_reservation(&v).map_err(|e| self.corrupt(&k, e))?;
+            if codec::reservation_key(record.reservation) != k.as_ref() {
+                return Err(self.corrupt(&k, "key does not match the reservation it holds"));
+            }
+            sink.reservation(record)?;
+        }
+        for item in db.scan_prefix(codec::PAIR_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let level = codec::decode_pair_key(&k).map_err(|e| self.corrupt(&k, e))?;
+            let holder = codec::decode_holder(&v).map_err(|e| self.corrupt(&k, e))?;
+            sink.pair(level, holder)?;
+        }
+        for item in db.scan_prefix(codec::GROUP_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let record = codec::decode_group(&v).map_err(|e| self.corrupt(&k, e))?;
+            if codec::group_key(&record.key) != k.as_ref() {
+                return Err(self.corrupt(&k, "key does not match the group it holds"));
+            }
+            sink.group(record)?;
+        }
+        for item in db.scan_prefix(codec::ALLOCATION_PREFIX) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let record = codec::decode_allocation(&v).map_err(|e| self.corrupt(&k, e))?;
+            if codec::allocation_key(&record.container_id) != k.as_ref() {
+                return Err(self.corrupt(&k, "key does not match the allocation it holds"));
+            }
+            sink.allocation(record)?;
+        }
+        Ok(())
+    }
+
+    async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError> {
+        let key = codec::allocation_key(id);
+        self.get(&key)?
+            .map(|v| codec::decode_allocation(&v).map_err(|e| self.corrupt(&key, e)))
+            .transpose()
+    }
+
+    async fn group(&self, group: &GroupKey) -> Result<Option<GroupRecord>, StoreError> {
+        let key = codec::group_key(group);
+        self.get(&key)?
+            .map(|v| codec::decode_group(&v).map_err(|e| self.corrupt(&key, e)))
+            .transpose()
+    }
+
+    async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
+        let key = codec::pair_key(level);
+        self.get(&key)?
+            .map(|v| codec::decode_holder(&v).map_err(|e| self.corrupt(&key, e)))
+            .transpose()
+    }
+
+    async fn allocations(
+        &self,
+        after: Option<&ContainerId>,
+        limit: usize,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        let db = self.db()?;
+        let start = match after {
+            // The smallest key greater than a/<after>.
+            Some(id) => {
+                let mut k = codec::allocation_key(id);
+                k.push(0);
+                k
+            }
+            None => codec::ALLOCATION_PREFIX.to_vec(),
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in db.range(start..) {
+            if out.len() == limit {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(codec::ALLOCATION_PREFIX) {
+                break;
+            }
+            out.push(codec::decode_allocation(&v).map_err(|e| self.corrupt(&k, e))?);
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
+        let count = txns.len();
+        let result = match self.db() {
+            Ok(db) => {
+                let mut batch = sled::Batch::default();
+                for op in txns.iter().flat_map(|t| &t.0) {
+                    add_to_batch(&mut batch, op);
+                }
+                let path = self.path.clone();
+                // apply + fsync block for a fraction of a millisecond; keep
+                // them off the async workers.
+                tokio::task::spawn_blocking(move || {
+                    db.apply_batch(batch).map_err(|e| map_err(&path, e))?;
+                    db.flush().map(drop).map_err(|e| map_err(&path, e))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::Io {
+                        path: self.path.clone(),
+                        detail: format!("store writer task failed: {e}"),
+                    })
+                })
+            }
+            Err(e) => Err(e),
+        };
+        std::iter::repeat_n(result, count).collect()
+    }
+
+    async fn recover(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Drop the failed database first: sled holds a file lock until then.
+        drop(slot.take());
+        *slot = Some(open_db(&self.path)?);
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || db.flush().map(drop).map_err(|e| map_err(&path, e)))
+            .await
+            .unwrap_or(Ok(()))
+    }
+}
