@@ -4,7 +4,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -20,7 +19,7 @@ use crate::id::{ContainerId, GroupKey};
 use crate::level::{Level, PairIndex};
 use crate::reservation::Reservation;
 use crate::store::{
-    AllocationRecord, GroupRecord, Holder, Op, ReservationRecord, Store, StoreError, Txn,
+    self, AllocationRecord, GroupRecord, Holder, Op, ReservationRecord, Store, StoreError, Txn,
 };
 
 /// Requests planned together at most; bounds a batch's latency.
@@ -356,7 +355,7 @@ impl Actor {
             Ok(None) => {}
         }
 
-        let now = SystemTime::now();
+        let now = store::now();
         let mut ops = Vec::with_capacity(3);
         let (level, index, claimed, new_group) = match &req.group {
             Some(key) => match self.store.group(key).await {
@@ -592,7 +591,7 @@ impl Actor {
         }
         let record = ReservationRecord {
             reservation,
-            created_at: SystemTime::now(),
+            created_at: store::now(),
         };
         let (covered, held) = self.view.pool.reserve(reservation);
         self.view.reservations.insert(reservation, record.clone());

@@ -27,6 +27,15 @@ use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::Level;
 use crate::reservation::Reservation;
 
+/// The current time at the precision records are stored with
+/// (milliseconds), so what a reply says equals what a later read returns.
+pub fn now() -> SystemTime {
+    let since = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(since.as_millis() as u64)
+}
+
 /// One container's allocation, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationRecord {
