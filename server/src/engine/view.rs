@@ -133,9 +133,11 @@ impl Loader {
         }
     }
 
-    fn index(&mut self, level: Level, holder: &Holder) -> Option<PairIndex> {
+    /// The pair's index; `None` outside the range. Pair records are counted
+    /// there (each held pair has exactly one), other records only looked up.
+    fn index(&mut self, level: Level, holder: &Holder, count: bool) -> Option<PairIndex> {
         let index = self.range.index_of(level);
-        if index.is_none() {
+        if index.is_none() && count {
             let entry = self
                 .outside
                 .get_or_insert_with(|| (0, level, holder.clone()));
@@ -183,7 +185,7 @@ impl LoadSink for Loader {
     }
 
     fn pair(&mut self, level: Level, holder: Holder) -> Result<(), StoreError> {
-        if let Some(index) = self.index(level, &holder) {
+        if let Some(index) = self.index(level, &holder, true) {
             if !self.view.pool.mark_held(index) {
                 return Err(self.corrupt(format!("pair {level} is recorded twice")));
             }
@@ -197,7 +199,7 @@ impl LoadSink for Loader {
         if record.members == 0 {
             return Err(self.corrupt(format!("group {} has no members", record.key)));
         }
-        if let Some(index) = self.index(record.level, &holder) {
+        if let Some(index) = self.index(record.level, &holder, false) {
             if self.unmatched.remove(&index.0) != Some(fingerprint(&holder)) {
                 return Err(self.corrupt(format!(
                     "group {} says it holds {}, but the pair record does not name it",
@@ -231,7 +233,7 @@ impl LoadSink for Loader {
             }
             None => {
                 let holder = record.holder();
-                if let Some(index) = self.index(record.level, &holder) {
+                if let Some(index) = self.index(record.level, &holder, false) {
                     if self.unmatched.remove(&index.0) != Some(fingerprint(&holder)) {
                         return Err(self.corrupt(format!(
                             "allocation {} says it holds {}, but the pair record does not name it",
