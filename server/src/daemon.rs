@@ -10,6 +10,7 @@ use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mcs_proto::v1::labels_server::LabelsServer;
 use tokio::sync::oneshot;
@@ -26,6 +27,11 @@ use crate::store::StoreError;
 
 /// Largest request accepted; real requests are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// How long in-flight calls get to finish after a stop is requested. A
+/// client that keeps its connection open without answering (hung, stopped)
+/// must not hold mcsd's shutdown hostage.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +140,21 @@ impl Daemon {
     /// store flushes.
     pub async fn stop(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(());
-        let served = self.server.await;
+        let mut server = self.server;
+        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(joined) => joined.ok(),
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = SHUTDOWN_GRACE.as_secs(),
+                    "connections still open after the grace period; closing them"
+                );
+                server.abort();
+                None
+            }
+        };
         let closed = self.engine.shutdown().await;
         drop(self.socket);
-        if let Ok(result) = served {
+        if let Some(result) = served {
             result?;
         }
         closed?;
