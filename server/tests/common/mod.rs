@@ -1,0 +1,159 @@
+//! Test harness: runs the real `mcsd` binary on a temporary socket and state
+//! directory, so tests talk to it exactly as a runtime would.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use mcs_client::Client;
+use rustix::process::{kill_process, Pid, Signal};
+
+/// Labels pinned in every test config, so a host contexts file on the test
+/// machine cannot change expected strings.
+pub const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n";
+
+/// A running (or stopped) mcsd under test.
+pub struct TestDaemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    args: Vec<String>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("mcsd.log")
+}
+
+impl TestDaemon {
+    /// Starts mcsd on range `categories` in a fresh temporary directory.
+    pub fn start(categories: &str) -> Self {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut d = Self::in_dir(temp.path(), &["--categories", categories]);
+        d._temp = Some(temp);
+        d.launch().expect("mcsd starts");
+        d
+    }
+
+    /// A daemon description for `dir`, not started yet.
+    pub fn in_dir(dir: &Path, args: &[&str]) -> Self {
+        let config = dir.join("mcsd.toml");
+        if !config.exists() {
+            std::fs::write(&config, CONFIG).expect("write config");
+        }
+        Self {
+            child: None,
+            dir: dir.to_owned(),
+            socket: dir.join("mcsd.sock"),
+            state: dir.join("state"),
+            config,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            _temp: None,
+        }
+    }
+
+    /// Replaces the extra command-line arguments for the next launch.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Starts the process and waits until the socket answers. On failure
+    /// returns what mcsd printed.
+    pub fn launch(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(log_path(&self.dir)).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mcsd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return Err(format!("mcsd exited with {status}: {}", self.log()));
+            }
+            // Readiness must come from this process: another daemon may
+            // already serve the same path.
+            if self.log().contains("mcsd is serving")
+                && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("mcsd did not listen within 20 s: {}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Everything mcsd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(log_path(&self.dir)).unwrap_or_default()
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket).await.expect("connect")
+    }
+
+    fn signal(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = Pid::from_raw(child.id() as i32).expect("pid");
+        kill_process(pid, signal).expect("signal");
+        child.wait().expect("wait")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        self.signal(Signal::KILL);
+    }
+
+    /// SIGTERM: graceful shutdown; returns the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::TERM)
+    }
+
+    /// SIGKILL then start again on the same state.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.launch().expect("mcsd restarts");
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The gRPC code of a failed call.
+pub fn code<T: std::fmt::Debug>(result: Result<T, mcs_client::ClientError>) -> tonic::Code {
+    match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code().expect("a status from mcsd"),
+    }
+}
