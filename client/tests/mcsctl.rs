@@ -1,0 +1,254 @@
+//! mcsctl, the binary, against a real daemon: output formats, exit codes,
+//! and one-line errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use mcsd::config::Config;
+use mcsd::daemon::Daemon;
+use serde_json::Value;
+
+struct Setup {
+    daemon: Option<Daemon>,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn daemon(range: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        socket: dir.path().join("mcsd.sock"),
+        state_dir: dir.path().join("state"),
+        range: range.parse().unwrap(),
+        process_template: Some("system_u:system_r:container_t".parse().unwrap()),
+        file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
+        host_contexts: vec![],
+    };
+    let daemon = Daemon::start(&config).await.unwrap();
+    Setup {
+        socket: config.socket.clone(),
+        daemon: Some(daemon),
+        _dir: dir,
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            // Best effort; the runtime may already be gone.
+            drop(d);
+        }
+    }
+}
+
+fn mcsctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("MCSD_SOCKET")
+        .output()
+        .expect("run mcsctl")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "mcsctl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_str(&stdout(o)).expect("valid JSON")
+}
+
+/// The error contract: exit status 1, nothing on stdout, one line on stderr.
+fn one_line_error(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "status");
+    assert!(
+        o.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("mcsctl: "), "{err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_get_release_in_table_and_json() {
+    let s = daemon("c0.c9").await;
+    let table = stdout(&mcsctl(
+        &s.socket,
+        &["allocate", "web", "--owner", "podman"],
+    ));
+    assert!(table.contains("container_id   web"), "{table}");
+    assert!(table.contains("owner          podman"), "{table}");
+    assert!(
+        table.contains("mount_option   context=\"system_u:object_r:container_file_t:s0:c"),
+        "{table}"
+    );
+
+    let a = json(&mcsctl(
+        &s.socket,
+        &["-o", "json", "allocate", "web", "--owner", "podman"],
+    ));
+    assert_eq!(a["created"], false);
+    let fields: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+    for f in [
+        "container_id",
+        "owner",
+        "group",
+        "level",
+        "process_label",
+        "file_label",
+        "mount_option",
+        "created_at",
+    ] {
+        assert!(fields.contains(&f), "missing {f} in {a}");
+    }
+    let level = a["level"].as_str().unwrap().to_owned();
+    assert_eq!(
+        a["process_label"],
+        format!("system_u:system_r:container_t:{level}")
+    );
+    assert!(a["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let g = json(&mcsctl(&s.socket, &["get", "web", "-o", "json"]));
+    assert_eq!(g["level"], level.as_str());
+
+    let r = json(&mcsctl(&s.socket, &["release", "web", "-o", "json"]));
+    assert_eq!(
+        (r["released"].clone(), r["level_freed"].clone()),
+        (Value::Bool(true), Value::Bool(true))
+    );
+    let again = stdout(&mcsctl(&s.socket, &["release", "web"]));
+    assert!(again.contains("held no allocation"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_with_exit_status_1() {
+    let s = daemon("c0.c9").await;
+    let e = one_line_error(&mcsctl(&s.socket, &["allocate", "bad id"]));
+    assert!(e.contains("container_id contains ' '"), "{e}");
+    let e = one_line_error(&mcsctl(
+        &s.socket,
+        &["allocate", "x", "--level", "s0:c5,c5"],
+    ));
+    assert!(e.contains("names c5 twice"), "{e}");
+    let e = one_line_error(&mcsctl(&s.socket, &["get", "nobody"]));
+    assert!(e.contains("holds no allocation"), "{e}");
+    let e = one_line_error(&mcsctl(&s.socket, &["reserve", "c77"]));
+    assert!(
+        e.contains("outside the configured category range c0.c9"),
+        "{e}"
+    );
+    for i in 0..45 {
+        stdout(&mcsctl(&s.socket, &["allocate", &format!("c{i}")]));
+    }
+    let e = one_line_error(&mcsctl(&s.socket, &["allocate", "full"]));
+    assert!(e.contains("no free pair left"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_daemon_is_reported_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mcsd.sock");
+    let e = one_line_error(&mcsctl(&missing, &["stats"]));
+    assert!(
+        e.contains(&format!(
+            "cannot connect to {}: is mcsd running?",
+            missing.display()
+        )),
+        "{e}"
+    );
+    // $MCSD_SOCKET is used when --socket is absent.
+    let o = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+        .arg("stats")
+        .env("MCSD_SOCKET", &missing)
+        .output()
+        .unwrap();
+    assert!(one_line_error(&o).contains(&missing.display().to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_stats_and_reservations() {
+    let s = daemon("c0.c1023").await;
+    for i in 0..1200 {
+        let owner = if i < 200 { "crio" } else { "podman" };
+        let mut c = mcs_client::Client::connect(&s.socket).await.unwrap();
+        c.allocate(mcs_client::Allocate::new(format!("id{i:04}")).owner(owner))
+            .await
+            .unwrap();
+    }
+    let all = json(&mcsctl(&s.socket, &["list", "-o", "json"]));
+    assert_eq!(all.as_array().unwrap().len(), 1200);
+    let crio = json(&mcsctl(
+        &s.socket,
+        &["list", "--owner", "crio", "-o", "json"],
+    ));
+    assert_eq!(crio.as_array().unwrap().len(), 200);
+    let none = json(&mcsctl(
+        &s.socket,
+        &["list", "--owner", "nobody", "-o", "json"],
+    ));
+    assert_eq!(none, Value::Array(vec![]));
+    let table = stdout(&mcsctl(&s.socket, &["list", "--owner", "crio"]));
+    assert!(table.starts_with("CONTAINER"), "{table}");
+    assert_eq!(table.lines().count(), 201);
+
+    let st = json(&mcsctl(&s.socket, &["stats", "-o", "json"]));
+    assert_eq!(
+        (st["total"].as_u64(), st["held"].as_u64()),
+        (Some(523_776), Some(1200))
+    );
+    assert_eq!(st["owners"][0]["owner"], "crio");
+    let st = stdout(&mcsctl(&s.socket, &["stats"]));
+    assert!(st.contains("held        1200"), "{st}");
+
+    assert!(
+        stdout(&mcsctl(&s.socket, &["reserve", "c7"])).contains("reserved c7: covers 1023 pair(s)")
+    );
+    let rs = json(&mcsctl(&s.socket, &["reservations", "-o", "json"]));
+    assert_eq!(rs[0]["target"], "c7");
+    assert!(stdout(&mcsctl(&s.socket, &["unreserve", "c7"])).contains("removed reservation c7"));
+    assert!(stdout(&mcsctl(&s.socket, &["unreserve", "c7"])).contains("no reservation c7"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_piped_into_a_closed_reader_exits_quietly() {
+    let s = daemon("c0.c1023").await;
+    let mut c = mcs_client::Client::connect(&s.socket).await.unwrap();
+    for i in 0..3000 {
+        c.allocate(mcs_client::Allocate::new(format!("id{i}")))
+            .await
+            .unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+        .args(["--socket", s.socket.to_str().unwrap(), "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("CONTAINER"));
+    // stdout is dropped here, like `mcsctl list | head -1`.
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
