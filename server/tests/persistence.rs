@@ -168,7 +168,9 @@ async fn refuses_a_store_with_an_unknown_format_version_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_store_with_damaged_or_inconsistent_records() {
-    let cases: [(&str, fn(&sled::Db)); 4] = [
+    /// The error the daemon must print, and how to damage the store.
+    type Case = (&'static str, fn(&sled::Db));
+    let cases: [Case; 4] = [
         ("record a/keep", |db| {
             db.insert("a/keep", &b"\xff\xff garbage"[..]).unwrap();
         }),
