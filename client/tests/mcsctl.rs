@@ -24,6 +24,8 @@ async fn daemon(range: &str) -> Setup {
         process_template: Some("system_u:system_r:container_t".parse().unwrap()),
         file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
         host_contexts: vec![],
+        node_name: mcsd::id::NodeName::new("node-a").ok(),
+        ..Config::default()
     };
     let daemon = Daemon::start(&config).await.unwrap();
     Setup {
@@ -200,6 +202,24 @@ async fn list_stats_and_reservations() {
     let table = stdout(&mcsctl(&s.socket, &["list", "--owner", "crio"]));
     assert!(table.starts_with("CONTAINER"), "{table}");
     assert_eq!(table.lines().count(), 201);
+    assert!(
+        table.lines().nth(1).unwrap().contains(" node-a "),
+        "{table}"
+    );
+    // Every allocation names the node that made it; --node filters on it.
+    assert_eq!(all[0]["node"], "node-a");
+    let mine = json(&mcsctl(
+        &s.socket,
+        &["list", "--node", "node-a", "--owner", "crio", "-o", "json"],
+    ));
+    assert_eq!(mine.as_array().unwrap().len(), 200);
+    let other = json(&mcsctl(
+        &s.socket,
+        &["list", "--node", "node-b", "-o", "json"],
+    ));
+    assert_eq!(other, Value::Array(vec![]));
+    let e = one_line_error(&mcsctl(&s.socket, &["list", "--node", "a b"]));
+    assert!(e.contains("node contains ' '"), "{e}");
 
     let st = json(&mcsctl(&s.socket, &["stats", "-o", "json"]));
     assert_eq!(

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::context::{host_contexts_candidates, Template};
+use crate::id::NodeName;
 use crate::level::CategoryRange;
+use crate::store::backend::{StoreSection, StoreSettings};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/mcsd/mcsd.toml";
@@ -35,6 +37,11 @@ pub struct Config {
     pub file_template: Option<Template>,
     /// Host contexts files to read templates from when not configured.
     pub host_contexts: Vec<PathBuf>,
+    /// Where the records live (`[store]`): sled (default) or etcd.
+    pub store: StoreSettings,
+    /// This instance's name, recorded with each allocation
+    /// (`--node-name`); `None` means the host name.
+    pub node_name: Option<NodeName>,
 }
 
 impl Default for Config {
@@ -46,6 +53,8 @@ impl Default for Config {
             process_template: None,
             file_template: None,
             host_contexts: host_contexts_candidates(),
+            store: StoreSettings::Sled,
+            node_name: None,
         }
     }
 }
@@ -100,6 +109,7 @@ struct FileConfig {
     state_dir: Option<Spanned<PathBuf>>,
     categories: Option<Spanned<String>>,
     labels: Option<LabelsSection>,
+    store: Option<StoreSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,7 +177,38 @@ impl Config {
                 );
             }
         }
+        if let Some(store) = file.store {
+            self.store = store
+                .validate()
+                .map_err(|(key, span, message)| value_err(key, span, message))?;
+        }
         Ok(self)
+    }
+
+    /// Applies a `--node-name` value.
+    pub fn set_node_name(&mut self, value: &str) -> Result<(), ConfigError> {
+        self.node_name = Some(NodeName::new(value).map_err(|e| ConfigError::Flag {
+            flag: "--node-name",
+            message: e.to_string(),
+        })?);
+        Ok(())
+    }
+
+    /// The node name in force: `--node-name`, else the host name.
+    pub fn node(&self) -> Result<NodeName, ConfigError> {
+        if let Some(node) = &self.node_name {
+            return Ok(node.clone());
+        }
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        NodeName::new(host.clone()).map_err(|e| ConfigError::Flag {
+            flag: "--node-name",
+            message: format!(
+                "the host name {host:?} cannot name this node ({e}); give one with --node-name"
+            ),
+        })
     }
 
     /// Applies a `--categories` value.
@@ -214,6 +255,30 @@ mod tests {
     }
 
     #[test]
+    fn the_store_table_selects_the_backend() {
+        let c = parse(
+            "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+        )
+        .unwrap();
+        assert!(matches!(c.store, StoreSettings::Etcd(ref e) if e.prefix == "/mcsd/"));
+        assert_eq!(parse("").unwrap().store, StoreSettings::Sled);
+    }
+
+    #[test]
+    fn the_node_name_defaults_to_the_host_name_and_is_validated() {
+        let mut c = Config::default();
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(c.node().unwrap().as_str(), host);
+        c.set_node_name("node-7.example").unwrap();
+        assert_eq!(c.node().unwrap().as_str(), "node-7.example");
+        let err = c.set_node_name("a b").unwrap_err().to_string();
+        assert!(err.starts_with("--node-name: node contains ' '"), "{err}");
+    }
+
+    #[test]
     fn an_empty_file_keeps_the_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.range, CategoryRange::FULL);
@@ -246,6 +311,17 @@ mod tests {
             ),
             ("[labels]\nfile = \"a:b:c\"\nextra = 1\n", ":3:", "extra"),
             ("socket = \n", ":1:", ""),
+            (
+                "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"tcp://x:1\"]\n",
+                ":4: store.etcd.endpoints:",
+                "http://HOST:PORT",
+            ),
+            (
+                "[store]\nbackend = \"zk\"\n",
+                ":2: store.backend:",
+                "\"zk\"",
+            ),
+            ("[store]\nengine = 1\n", ":2:", "engine"),
         ];
         for (text, location, hint) in cases {
             let err = parse(text).unwrap_err().to_string();

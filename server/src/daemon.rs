@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use mcs_proto::v1::labels_server::LabelsServer;
@@ -18,11 +17,12 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
+use crate::config::ConfigError;
 use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::service::LabelService;
 use crate::socket::{BoundSocket, SocketError};
-use crate::store::sled::SledStore;
+use crate::store::backend::{self, StoreSettings};
 use crate::store::StoreError;
 
 /// Largest request accepted; real requests are a few hundred bytes.
@@ -44,6 +44,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// No usable node name.
+    #[error(transparent)]
+    Node(ConfigError),
     /// The host contexts file is malformed.
     #[error(transparent)]
     Contexts(#[from] ContextsFileError),
@@ -90,13 +93,18 @@ impl Daemon {
         }
         tracing::info!(process = %labels.process, file = %labels.file, %source, selinux = %mode, "label templates");
 
-        create_state_dir(&config.state_dir)?;
-        let store = Arc::new(SledStore::open(&config.state_dir)?);
+        let node = config.node().map_err(DaemonError::Node)?;
+        if config.store == StoreSettings::Sled {
+            create_state_dir(&config.state_dir)?;
+        }
+        let store = backend::open(&config.store, &config.state_dir, config.range).await?;
+        tracing::info!(store = %store.describe(), %node, "store open");
         let engine = Engine::start(
             store,
             EngineConfig {
                 range: config.range,
                 labels,
+                node,
             },
         )
         .await?;

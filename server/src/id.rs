@@ -110,6 +110,12 @@ identifier!(
     GroupKey,
     "group"
 );
+identifier!(
+    /// The mcsd instance (host) that made an allocation: several instances
+    /// share one pool when they share an etcd store.
+    NodeName,
+    "node"
+);
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,10 @@ struct Args {
     /// Category range to hand out, e.g. c0.c1023 or c0.c9
     #[arg(long, value_name = "RANGE")]
     categories: Option<String>,
+    /// This instance's name, recorded with each allocation (several hosts
+    /// share one pool with the etcd store) [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Development mode: socket and state under ./.mcsd-dev, no root needed
     #[arg(long)]
     dev: bool,
@@ -57,6 +61,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(categories) = &args.categories {
         config.set_categories(categories)?;
+    }
+    if let Some(node) = &args.node_name {
+        config.set_node_name(node)?;
     }
     Ok(config)
 }

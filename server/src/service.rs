@@ -16,7 +16,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::context::mount_option;
 use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
 use crate::error::AllocError;
-use crate::id::{ContainerId, GroupKey, IdError, Owner};
+use crate::id::{ContainerId, GroupKey, IdError, NodeName, Owner};
 use crate::level::Level;
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, StoreError};
@@ -114,6 +114,7 @@ pub fn allocation_to_proto(r: &AllocationRecord) -> pb::Allocation {
         mount_option: mount_option(&r.file_label),
         file_label: r.file_label.clone(),
         created_at: Some(timestamp(r.created_at)),
+        node: r.node.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
 }
 
@@ -208,6 +209,7 @@ impl Labels for LabelService {
         let filter = ListFilter {
             owner: optional(req.owner, Owner::new)?,
             group: optional(req.group, GroupKey::new)?,
+            node: optional(req.node, NodeName::new)?,
         };
         let mut after = optional(req.start_after, ContainerId::new)?;
         let mut remaining = if req.limit == 0 { u64::MAX } else { req.limit };

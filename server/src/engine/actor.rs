@@ -2,13 +2,15 @@
 //! commit and replies. See the module documentation of `engine` for the
 //! rules it follows.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, RwLock};
 
+use super::follow;
 use super::view::{self, View};
 use super::{
     AllocateRequest, Allocated, Command, EngineConfig, Released, Reply, Reserved, Unreserved,
@@ -19,11 +21,20 @@ use crate::id::{ContainerId, GroupKey};
 use crate::level::{Level, PairIndex};
 use crate::reservation::Reservation;
 use crate::store::{
-    self, AllocationRecord, GroupRecord, Holder, Op, ReservationRecord, Store, StoreError, Txn,
+    self, AllocationRecord, ChangeFeed, GroupRecord, Holder, Op, ReservationRecord, Store,
+    StoreChange, StoreError, Txn,
 };
 
 /// Requests planned together at most; bounds a batch's latency.
 const MAX_BATCH: usize = 1024;
+
+/// Times an Allocate or Release is planned before a lost race in a shared
+/// store is reported to the caller.
+pub(super) const MAX_ATTEMPTS: u32 = 8;
+
+/// Wait between attempts to reload a view that fell out of step while the
+/// store does not answer.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// What a request touches; two requests touching the same thing never share
 /// a batch.
@@ -43,6 +54,10 @@ enum Change {
         claimed: Option<PairIndex>,
         new_group: bool,
         reply: Reply<Allocated>,
+        /// The request, to plan again after a lost race.
+        request: Box<AllocateRequest>,
+        /// Plans made so far, this one included.
+        attempt: u32,
     },
     Release {
         record: AllocationRecord,
@@ -50,6 +65,8 @@ enum Change {
         frees: Option<PairIndex>,
         group_deleted: bool,
         reply: Reply<Released>,
+        /// Plans made so far, this one included.
+        attempt: u32,
     },
     Reserve {
         record: ReservationRecord,
@@ -87,10 +104,13 @@ impl Change {
                 frees,
                 group_deleted,
                 reply,
+                ..
             } => {
                 let level_freed = frees.is_some_and(|i| view.pool.release(i));
                 view.remove_container(&record.owner);
-                view.groups -= u64::from(group_deleted);
+                // Saturating: with a shared store the creation may not be
+                // counted yet (out_of_step asks for a reload then).
+                view.groups = view.groups.saturating_sub(u64::from(group_deleted));
                 tracing::info!(container_id = %record.container_id, owner = %record.owner,
                     level = %record.level, level_freed, "released");
                 let _ = reply.send(Ok(Released {
@@ -121,6 +141,34 @@ impl Change {
                     freed,
                 }));
             }
+        }
+    }
+
+    /// Why applying this committed change would leave the view's counters
+    /// wrong: it removes something the view has not counted yet, which
+    /// happens when another instance sharing the store created it and the
+    /// change feed has not reported that yet.
+    fn out_of_step(&self, view: &View) -> Option<String> {
+        match self {
+            Change::Release {
+                record,
+                group_deleted,
+                ..
+            } => {
+                if *group_deleted && view.groups == 0 {
+                    return Some(format!(
+                        "released the last member of group {} before the group was counted",
+                        record.group.as_ref().map_or("", |g| g.as_str())
+                    ));
+                }
+                (view.containers == 0 || !view.owners.contains_key(&record.owner)).then(|| {
+                    format!(
+                        "released an allocation of owner {} before it was counted",
+                        record.owner
+                    )
+                })
+            }
+            _ => None,
         }
     }
 
@@ -173,6 +221,23 @@ pub(super) struct Actor {
     config: EngineConfig,
     rng: StdRng,
     deferred: VecDeque<Command>,
+    /// What other instances change in a shared store; `None` otherwise.
+    feed: Option<Box<dyn ChangeFeed>>,
+    /// The view fell out of step with a shared store: why, and when to try
+    /// reloading it.
+    resync: Option<(String, Instant)>,
+    /// The batch's records, read in one go before planning.
+    reads: ReadCache,
+}
+
+/// Records read for the batch being planned. Valid for the whole planning
+/// pass: a request only reads records no earlier request of the batch
+/// changes (those are deferred), and the store's compares catch anything
+/// another instance changed meanwhile.
+#[derive(Default)]
+struct ReadCache {
+    allocations: HashMap<ContainerId, Option<AllocationRecord>>,
+    groups: HashMap<GroupKey, Option<GroupRecord>>,
 }
 
 impl Actor {
@@ -192,6 +257,207 @@ impl Actor {
             // A CSPRNG seeded by the OS: labels must not be predictable.
             rng: StdRng::from_os_rng(),
             deferred: VecDeque::new(),
+            feed: None,
+            resync: None,
+            reads: ReadCache::default(),
+        }
+    }
+
+    /// Follows what other instances change in a shared store.
+    pub(super) fn following(mut self, feed: Option<Box<dyn ChangeFeed>>) -> Self {
+        self.feed = feed;
+        self
+    }
+
+    /// Waits for the next request, applying other instances' changes (and
+    /// reloading the view if it fell out of step) while it waits.
+    async fn next_command(&mut self) -> Option<Command> {
+        enum Event {
+            Command(Option<Command>),
+            Changes(Option<Vec<StoreChange>>),
+            RetryResync,
+        }
+        loop {
+            self.resync_if_due().await;
+            let retry_at = self.resync.as_ref().map(|(_, at)| *at);
+            let event = match self.feed.as_mut() {
+                Some(feed) => tokio::select! {
+                    biased;
+                    cmd = self.rx.recv() => Event::Command(cmd),
+                    changes = feed.next() => Event::Changes(changes),
+                },
+                None => match retry_at {
+                    Some(at) => tokio::select! {
+                        cmd = self.rx.recv() => Event::Command(cmd),
+                        _ = tokio::time::sleep_until(at.into()) => Event::RetryResync,
+                    },
+                    None => Event::Command(self.rx.recv().await),
+                },
+            };
+            match event {
+                Event::Command(cmd) => return cmd,
+                Event::Changes(Some(changes)) => self.apply_changes(changes),
+                Event::Changes(None) => {
+                    self.feed = None;
+                    self.out_of_step("the store's change feed ended".into());
+                }
+                Event::RetryResync => {}
+            }
+        }
+    }
+
+    /// Applies every change the feed has ready, without waiting.
+    fn catch_up(&mut self) {
+        while let Some(changes) = self.feed.as_mut().and_then(|f| f.try_next()) {
+            self.apply_changes(changes);
+        }
+    }
+
+    fn apply_changes(&mut self, changes: Vec<StoreChange>) {
+        for change in changes {
+            if let StoreChange::Resync(reason) = change {
+                // The feed stops after this; a reload starts a new one.
+                self.feed = None;
+                self.out_of_step(reason);
+                return;
+            }
+            if let Err(reason) = follow::apply(&mut self.view, self.config.range, change) {
+                self.out_of_step(reason);
+            }
+        }
+    }
+
+    fn out_of_step(&mut self, reason: String) {
+        if self.resync.is_none() {
+            tracing::warn!(%reason, "the view is out of step with the shared store; reloading it");
+            self.resync = Some((reason, Instant::now()));
+        }
+    }
+
+    /// Reloads the view (and restarts the feed) if it is out of step and
+    /// the last attempt is long enough ago.
+    async fn resync_if_due(&mut self) {
+        let Some((reason, at)) = self.resync.take() else {
+            return;
+        };
+        if Instant::now() < at {
+            self.resync = Some((reason, at));
+            return;
+        }
+        let _write = self.gate.write().await;
+        match view::load(&*self.store, self.config.range).await {
+            Ok(view) => {
+                self.view = view;
+                self.feed = self.store.changes();
+                let stats = self.view.stats();
+                tracing::info!(
+                    held = stats.pool.held,
+                    containers = stats.containers,
+                    "view reloaded from the shared store"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the view; retrying shortly");
+                self.resync = Some((reason, Instant::now() + RESYNC_RETRY));
+            }
+        }
+    }
+
+    /// Reads the records the batch's requests will look at, in one call.
+    async fn prefetch(&mut self, batch: &[Command]) {
+        self.reads = ReadCache::default();
+        let mut ids = Vec::new();
+        let mut groups = Vec::new();
+        for cmd in batch {
+            let cmd = match cmd {
+                Command::Retry(cmd, _) => cmd,
+                cmd => cmd,
+            };
+            match cmd {
+                Command::Allocate(req, _) => {
+                    ids.push(req.container_id.clone());
+                    groups.extend(req.group.clone());
+                }
+                Command::Release(id, _) => ids.push(id.clone()),
+                _ => {}
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        // On failure plan from single reads, which report their own errors.
+        if let Ok(read) = self.store.read_batch(&ids, &groups).await {
+            self.reads.allocations = ids.into_iter().zip(read.allocations).collect();
+            self.reads.groups = groups.into_iter().zip(read.groups).collect();
+        }
+    }
+
+    async fn read_allocation(
+        &mut self,
+        id: &ContainerId,
+    ) -> Result<Option<AllocationRecord>, StoreError> {
+        match self.reads.allocations.remove(id) {
+            Some(record) => Ok(record),
+            None => self.store.allocation(id).await,
+        }
+    }
+
+    async fn read_group(&mut self, key: &GroupKey) -> Result<Option<GroupRecord>, StoreError> {
+        match self.reads.groups.remove(key) {
+            Some(record) => Ok(record),
+            None => self.store.group(key).await,
+        }
+    }
+
+    /// A change lost a race with another instance sharing the store: plan
+    /// it again, unless it has lost too often.
+    async fn conflicted(&mut self, change: Change, why: String) {
+        let (cmd, attempt) = match change {
+            Change::Allocate {
+                record,
+                claimed,
+                request,
+                attempt,
+                reply,
+                ..
+            } => {
+                if let Some(index) = claimed {
+                    // If another instance holds the pair now, keep it out of
+                    // the pool (the feed confirms it later); else put it back.
+                    if !matches!(self.store.holder(record.level).await, Ok(Some(_))) {
+                        self.view.pool.release(index);
+                    }
+                }
+                (Command::Allocate(*request, reply), attempt)
+            }
+            Change::Release {
+                record,
+                attempt,
+                reply,
+                ..
+            } => (Command::Release(record.container_id, reply), attempt),
+            other => {
+                other.failed(&mut self.view, AllocError::Store(StoreError::Conflict(why)));
+                return;
+            }
+        };
+        if attempt < MAX_ATTEMPTS {
+            tracing::debug!(attempt, %why, "lost a race in the shared store; planning again");
+            self.deferred
+                .push_front(Command::Retry(Box::new(cmd), attempt));
+            return;
+        }
+        let error = AllocError::Store(StoreError::Conflict(format!(
+            "gave up after {MAX_ATTEMPTS} attempts: each time, another mcsd sharing the store changed the same records first (last: {why}); retry"
+        )));
+        match cmd {
+            Command::Allocate(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Release(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            _ => unreachable!("only allocations and releases are retried"),
         }
     }
 
@@ -201,7 +467,7 @@ impl Actor {
             let first = match self.deferred.pop_front() {
                 Some(cmd) => cmd,
                 None if stopping.is_some() => break,
-                None => match self.rx.recv().await {
+                None => match self.next_command().await {
                     Some(cmd) => cmd,
                     None => break,
                 },
@@ -233,6 +499,9 @@ impl Actor {
     /// Plans, commits and answers one batch. Returns the shutdown reply if
     /// the batch asked to stop.
     async fn process(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        self.catch_up();
+        self.resync_if_due().await;
+        self.prefetch(&batch).await;
         let mut touched: HashSet<Entity> = HashSet::new();
         let mut txns = Vec::new();
         let mut changes = Vec::new();
@@ -241,9 +510,17 @@ impl Actor {
         let mut shutdown = None;
 
         for cmd in batch {
+            let (cmd, attempt) = match cmd {
+                Command::Retry(cmd, attempt) => (*cmd, attempt),
+                cmd => (cmd, 0),
+            };
             let step = match cmd {
-                Command::Allocate(req, reply) => self.plan_allocate(req, reply, &touched).await,
-                Command::Release(id, reply) => self.plan_release(id, reply, &touched).await,
+                Command::Allocate(req, reply) => {
+                    self.plan_allocate(req, reply, &touched, attempt + 1).await
+                }
+                Command::Release(id, reply) => {
+                    self.plan_release(id, reply, &touched, attempt + 1).await
+                }
                 Command::Reserve(r, reply) => self.plan_reserve(r, reply, &touched),
                 Command::Unreserve(r, reply) => self.plan_unreserve(r, reply, &touched),
                 Command::Shutdown(done) => {
@@ -254,8 +531,12 @@ impl Actor {
                     reads.push(read);
                     continue;
                 }
+                Command::Retry(..) => unreachable!("retries are unwrapped above"),
             };
             match step {
+                Step::Defer(cmd) if attempt > 0 => self
+                    .deferred
+                    .push_back(Command::Retry(Box::new(cmd), attempt)),
                 Step::Defer(cmd) => self.deferred.push_back(cmd),
                 Step::Answer(send) => answers.push(send),
                 Step::Change(txn, entities, change) => {
@@ -266,6 +547,7 @@ impl Actor {
             }
         }
 
+        self.reads = ReadCache::default();
         if !txns.is_empty() {
             let results = {
                 let _write = self.gate.write().await;
@@ -274,11 +556,15 @@ impl Actor {
             let mut broken = None;
             for (change, result) in changes.into_iter().zip(results) {
                 match result {
-                    Ok(()) => change.committed(&mut self.view),
-                    Err(e) => {
-                        if !matches!(e, StoreError::Conflict(_)) {
-                            broken = Some(e.clone());
+                    Ok(()) => {
+                        if let Some(reason) = change.out_of_step(&self.view) {
+                            self.out_of_step(reason);
                         }
+                        change.committed(&mut self.view)
+                    }
+                    Err(StoreError::Conflict(why)) => self.conflicted(change, why).await,
+                    Err(e) => {
+                        broken = Some(e.clone());
                         change.failed(&mut self.view, AllocError::Store(e));
                     }
                 }
@@ -318,6 +604,9 @@ impl Actor {
         match reloaded {
             Ok(view) => {
                 self.view = view;
+                // A new feed from the state just loaded.
+                self.feed = self.store.changes();
+                self.resync = None;
                 tracing::info!("store recovered; state reloaded");
             }
             // The view was reverted to its pre-batch state; the next commit
@@ -333,6 +622,7 @@ impl Actor {
         req: AllocateRequest,
         reply: Reply<Allocated>,
         touched: &HashSet<Entity>,
+        attempt: u32,
     ) -> Step {
         let range = self.config.range;
         let requested = match req.level {
@@ -349,7 +639,7 @@ impl Actor {
             return Step::Defer(Command::Allocate(req, reply));
         }
 
-        match self.store.allocation(&req.container_id).await {
+        match self.read_allocation(&req.container_id).await {
             Err(e) => return answer(reply, Err(e.into())),
             Ok(Some(existing)) => return answer(reply, same_allocation(&req, existing)),
             Ok(None) => {}
@@ -358,7 +648,7 @@ impl Actor {
         let now = store::now();
         let mut ops = Vec::with_capacity(3);
         let (level, index, claimed, new_group) = match &req.group {
-            Some(key) => match self.store.group(key).await {
+            Some(key) => match self.read_group(key).await {
                 Err(e) => return answer(reply, Err(e.into())),
                 Ok(Some(group)) => {
                     if let Some((requested, _)) = requested.filter(|(l, _)| *l != group.level) {
@@ -420,6 +710,7 @@ impl Actor {
                 (level, index, Some(index), false)
             }
         };
+        let request = Box::new(req.clone());
         let labels = &self.config.labels;
         let record = AllocationRecord {
             process_label: labels.process_label(level),
@@ -429,6 +720,7 @@ impl Actor {
             group: req.group,
             level,
             created_at: now,
+            node: Some(self.config.node.clone()),
         };
         ops.insert(0, Op::CreateAllocation(record.clone()));
         entities.push(Entity::Pair(index));
@@ -440,6 +732,8 @@ impl Actor {
                 claimed,
                 new_group,
                 reply,
+                request,
+                attempt,
             },
         )
     }
@@ -481,11 +775,12 @@ impl Actor {
         id: ContainerId,
         reply: Reply<Released>,
         touched: &HashSet<Entity>,
+        attempt: u32,
     ) -> Step {
         if touched.contains(&Entity::Id(id.clone())) {
             return Step::Defer(Command::Release(id, reply));
         }
-        let record = match self.store.allocation(&id).await {
+        let record = match self.read_allocation(&id).await {
             Err(e) => return answer(reply, Err(e.into())),
             Ok(None) => {
                 let nothing = Released {
@@ -518,7 +813,7 @@ impl Actor {
                 });
                 (Some(index), false)
             }
-            Some(key) => match self.store.group(key).await {
+            Some(key) => match self.read_group(key).await {
                 Err(e) => return answer(reply, Err(e.into())),
                 Ok(None) => {
                     let e = AllocError::Inconsistent(format!(
@@ -555,6 +850,7 @@ impl Actor {
                 frees,
                 group_deleted,
                 reply,
+                attempt,
             },
         )
     }

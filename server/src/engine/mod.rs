@@ -20,8 +20,14 @@
 //!   batch. Each transaction is then independent and can fail on its own.
 //! - Readers (Get, List) go to the store directly but never during a commit
 //!   (a read/write gate), so they only see durable state.
+//! - With a store shared by several instances (etcd), a commit can lose a
+//!   race to another instance ([`StoreError::Conflict`]): the request is
+//!   planned again (a fresh pick) a bounded number of times. Between batches
+//!   the actor applies what the other instances changed, so its pool stays
+//!   close to the cluster's and such races stay rare.
 
 mod actor;
+mod follow;
 mod view;
 
 use std::sync::Arc;
@@ -34,7 +40,7 @@ pub use view::{LoadError, Stats};
 
 use crate::context::Labels;
 use crate::error::AllocError;
-use crate::id::{ContainerId, GroupKey, Owner};
+use crate::id::{ContainerId, GroupKey, NodeName, Owner};
 use crate::level::{CategoryRange, Level};
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, Store, StoreError};
@@ -49,6 +55,8 @@ pub struct EngineConfig {
     pub range: CategoryRange,
     /// Templates for the labels of new allocations.
     pub labels: Labels,
+    /// This instance's name, recorded with each allocation it makes.
+    pub node: NodeName,
 }
 
 /// A request for a container's label.
@@ -111,6 +119,8 @@ pub struct ListFilter {
     pub owner: Option<Owner>,
     /// Only this group's.
     pub group: Option<GroupKey>,
+    /// Only those made by this node.
+    pub node: Option<NodeName>,
 }
 
 impl ListFilter {
@@ -120,6 +130,10 @@ impl ListFilter {
                 .group
                 .as_ref()
                 .is_none_or(|g| r.group.as_ref() == Some(g))
+            && self
+                .node
+                .as_ref()
+                .is_none_or(|n| r.node.as_ref() == Some(n))
     }
 }
 
@@ -143,6 +157,9 @@ enum Command {
     Stats(oneshot::Sender<Stats>),
     Reservations(oneshot::Sender<Vec<ReservationRecord>>),
     Shutdown(oneshot::Sender<()>),
+    /// An Allocate or Release planned again after it lost a race in a
+    /// shared store, with the attempts made so far.
+    Retry(Box<Command>, u32),
 }
 
 /// Handle to the engine; cheap to clone.
@@ -181,7 +198,8 @@ impl Engine {
         );
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let gate = Arc::new(RwLock::new(()));
-        let actor = actor::Actor::new(rx, store.clone(), gate.clone(), view, config.clone());
+        let actor = actor::Actor::new(rx, store.clone(), gate.clone(), view, config.clone())
+            .following(store.changes());
         let handle = tokio::spawn(actor.run());
         Ok(Engine {
             inner: Arc::new(Inner {

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use super::{AllocationRecord, GroupRecord, Holder, ReservationRecord};
-use crate::id::{ContainerId, GroupKey, Owner};
+use crate::id::{ContainerId, GroupKey, NodeName, Owner};
 use crate::level::{Category, Level};
 use crate::reservation::Reservation;
 
@@ -120,6 +120,9 @@ struct AllocationV1 {
     file_label: String,
     #[prost(int64, tag = "8")]
     created_at_ms: i64,
+    /// The instance that made it; empty in records from before nodes.
+    #[prost(string, tag = "9")]
+    node: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -168,6 +171,7 @@ pub fn encode_allocation(r: &AllocationRecord) -> Vec<u8> {
         process_label: r.process_label.clone(),
         file_label: r.file_label.clone(),
         created_at_ms: millis(r.created_at),
+        node: r.node.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -188,6 +192,11 @@ pub fn decode_allocation(bytes: &[u8]) -> Result<AllocationRecord, DecodeError> 
         process_label: m.process_label,
         file_label: m.file_label,
         created_at: time(m.created_at_ms),
+        node: if m.node.is_empty() {
+            None
+        } else {
+            Some(NodeName::new(m.node).map_err(|e| bad(e.to_string()))?)
+        },
     })
 }
 
@@ -272,6 +281,7 @@ mod tests {
             process_label: "system_u:system_r:container_t:s0:c3,c700".into(),
             file_label: "system_u:object_r:container_file_t:s0:c3,c700".into(),
             created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            node: Some(NodeName::new("host-a.example").unwrap()),
         }
     }
 
@@ -295,6 +305,24 @@ mod tests {
         };
         assert_eq!(decode_reservation(&encode_reservation(&res)).unwrap(), res);
         assert_eq!(decode_pair_key(&pair_key(r.level)).unwrap(), r.level);
+    }
+
+    #[test]
+    fn records_from_before_nodes_decode_without_one() {
+        let old = AllocationV1 {
+            container_id: "x".into(),
+            owner: "o".into(),
+            low: 1,
+            high: 2,
+            ..Default::default()
+        };
+        assert_eq!(decode_allocation(&old.encode_to_vec()).unwrap().node, None);
+        let bad_node = AllocationV1 {
+            node: "no spaces".into(),
+            ..old
+        };
+        let err = decode_allocation(&bad_node.encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("node"), "{err}");
     }
 
     #[test]

@@ -13,8 +13,14 @@
 //! - `p/<pair>` → [`Holder`]: exactly one key per held pair, which is what
 //!   makes a pair impossible to hold twice
 //! - `r/<reservation>` → [`ReservationRecord`]
+//!
+//! A store shared by several mcsd instances ([`etcd`]) also reports what the
+//! other instances change, through [`Store::changes`], so each engine keeps
+//! its pool in step with the cluster.
 
+pub mod backend;
 pub mod codec;
+pub mod etcd;
 pub mod sled;
 
 use std::fmt;
@@ -23,7 +29,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::id::{ContainerId, GroupKey, Owner};
+use crate::id::{ContainerId, GroupKey, NodeName, Owner};
 use crate::level::Level;
 use crate::reservation::Reservation;
 
@@ -53,6 +59,9 @@ pub struct AllocationRecord {
     pub file_label: String,
     /// When the allocation was made.
     pub created_at: SystemTime,
+    /// The mcsd instance that made it (`--node-name`); `None` for records
+    /// written before nodes were recorded.
+    pub node: Option<NodeName>,
 }
 
 impl AllocationRecord {
@@ -208,10 +217,86 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// A networked store did not answer (in time, or at all). The change
+    /// may or may not have been applied; the engine reloads its view either
+    /// way.
+    #[error("the store {store} did not answer: {detail}. The change may not have been recorded; retry (Allocate and Release are idempotent)")]
+    Unreachable {
+        /// The store, described.
+        store: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// A shared store found a value other than the one an [`Op`] expected:
     /// another writer got there first.
     #[error("conflict in the store: {0}")]
     Conflict(String),
+}
+
+/// A change another writer made to a shared store, decoded. `old` is what
+/// the key held before (`None`: it was created), `new` what it holds now
+/// (`None`: it was deleted).
+// Changes live for one watch response at a time; boxing the records would
+// only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// An allocation record changed.
+    Allocation {
+        /// Before.
+        old: Option<AllocationRecord>,
+        /// After.
+        new: Option<AllocationRecord>,
+    },
+    /// A group record changed.
+    Group {
+        /// Before.
+        old: Option<GroupRecord>,
+        /// After.
+        new: Option<GroupRecord>,
+    },
+    /// A pair was claimed (`holder` is `Some`) or freed.
+    Pair {
+        /// The pair.
+        level: Level,
+        /// Its holder now.
+        holder: Option<Holder>,
+    },
+    /// A reservation was added (`record` is `Some`) or removed.
+    Reservation {
+        /// What is reserved.
+        reservation: Reservation,
+        /// The record now.
+        record: Option<ReservationRecord>,
+    },
+    /// The feed lost its place (the store compacted the history it was
+    /// reading, the connection dropped, a change could not be decoded):
+    /// the engine must rebuild its view with [`Store::load`] and ask for a
+    /// new feed with [`Store::changes`].
+    Resync(String),
+}
+
+/// Changes other writers make to a shared store, in the order the store
+/// applied them, starting after the state the latest [`Store::load`]
+/// returned. Changes made through this process's own [`Store::commit`] are
+/// left out: the engine applied them already.
+#[async_trait]
+pub trait ChangeFeed: Send {
+    /// Waits for the next changes. `None` means the feed has ended for good
+    /// (the store was closed).
+    async fn next(&mut self) -> Option<Vec<StoreChange>>;
+
+    /// The next changes if some are ready, without waiting.
+    fn try_next(&mut self) -> Option<Vec<StoreChange>>;
+}
+
+/// Records read together by [`Store::read_batch`], in the order asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// One entry per container id asked.
+    pub allocations: Vec<Option<AllocationRecord>>,
+    /// One entry per group asked.
+    pub groups: Vec<Option<GroupRecord>>,
 }
 
 /// A durable home for mcsd's records.
@@ -255,4 +340,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes and releases the store.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// Reads many allocations and groups at once: the engine plans a whole
+    /// batch from one call, which a networked store answers in one round
+    /// trip. The default reads them one by one.
+    async fn read_batch(
+        &self,
+        ids: &[ContainerId],
+        groups: &[GroupKey],
+    ) -> Result<ReadBatch, StoreError> {
+        let mut batch = ReadBatch::default();
+        for id in ids {
+            batch.allocations.push(self.allocation(id).await?);
+        }
+        for key in groups {
+            batch.groups.push(self.group(key).await?);
+        }
+        Ok(batch)
+    }
+
+    /// A feed of the changes other writers make after the state the latest
+    /// [`Store::load`] returned; each call starts a new feed (drop the old
+    /// one). `None`, the default, for a store only this process writes.
+    fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
+        None
+    }
 }

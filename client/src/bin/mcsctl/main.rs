@@ -64,6 +64,9 @@ enum Command {
         /// Only this group's
         #[arg(long)]
         group: Option<String>,
+        /// Only those made by this mcsd node (hosts sharing an etcd store)
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Show how much of the range is in use
     Stats,
@@ -146,10 +149,11 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 Format::Table => output::print_allocation(out, &allocation)?,
             }
         }
-        Command::List { owner, group } => {
+        Command::List { owner, group, node } => {
             let request = proto::ListRequest {
                 owner: owner.unwrap_or_default(),
                 group: group.unwrap_or_default(),
+                node: node.unwrap_or_default(),
                 ..Default::default()
             };
             let mut stream = client.list(request).await?;
@@ -271,7 +275,7 @@ async fn list(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let mut table =
-        output::StreamingTable::new(vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "AGE"]);
+        output::StreamingTable::new(vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "NODE", "AGE"]);
     let mut first = true;
     if format == Format::Json {
         write!(out, "[")?;
@@ -296,6 +300,7 @@ async fn list(
                             a.owner.clone(),
                             a.group.clone(),
                             a.level.clone(),
+                            a.node.clone(),
                             output::age(a.created_at.as_ref()),
                         ]
                     })

@@ -37,6 +37,7 @@ pub fn allocation_json(a: &proto::Allocation) -> Value {
         "file_label": a.file_label,
         "mount_option": a.mount_option,
         "created_at": time(a.created_at.as_ref()),
+        "node": a.node,
     })
 }
 
@@ -69,6 +70,7 @@ pub fn print_allocation(out: &mut impl Write, a: &proto::Allocation) -> io::Resu
             ("file_label", a.file_label.clone()),
             ("mount_option", a.mount_option.clone()),
             ("created_at", time(a.created_at.as_ref())),
+            ("node", a.node.clone()),
         ],
     )
 }

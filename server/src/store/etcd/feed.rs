@@ -1,0 +1,253 @@
+//! Following what other mcsd instances change: an etcd watch on the prefix,
+//! decoded into [`StoreChange`]s for the engine.
+//!
+//! The watch starts right after the revision the latest load read, so no
+//! change falls between the snapshot and the feed. It also reports this
+//! instance's own commits; those are recognised by revision ([`OwnWrites`])
+//! and dropped, since the engine applied them already. A pair or
+//! reservation change older than this instance's own later write to the
+//! same key is dropped too: the pool holds the state of those keys, and the
+//! later write decided it. Record changes (allocations, groups) move
+//! counters and are always passed on.
+//!
+//! When the watch ends (compaction overtook it, the member went away, etcd
+//! lost its leader) the feed reports [`StoreChange::Resync`] once and stops;
+//! the engine reloads and starts a new feed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use etcd_client::{Event, EventType, KeyValue, WatchClient, WatchOptions};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::store::codec::{self, DecodeError};
+use crate::store::{ChangeFeed, StoreChange};
+
+/// Watch responses buffered between the watch task and the engine.
+const BUFFER: usize = 1024;
+
+/// Keys this instance wrote, with the revision of its latest write to
+/// each, until the watch has gone past that revision.
+#[derive(Debug, Default)]
+pub(super) struct OwnWrites(Mutex<HashMap<Vec<u8>, i64>>);
+
+impl OwnWrites {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, i64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A commit at `revision` wrote `keys`.
+    pub fn record<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, revision: i64) {
+        let mut map = self.map();
+        for key in keys {
+            map.insert(key.to_vec(), revision);
+        }
+    }
+
+    /// Forgets writes at or before `revision`: nothing older will come.
+    pub fn forget_through(&self, revision: i64) {
+        self.map().retain(|_, r| *r > revision);
+    }
+
+    fn latest(&self, key: &[u8]) -> Option<i64> {
+        self.map().get(key).copied()
+    }
+}
+
+/// What the watch task hands over.
+enum Raw {
+    Events(Vec<Event>),
+    Lost(String),
+}
+
+/// Runs the watch from `from` until it fails or the feed goes away.
+async fn follow(mut watch: WatchClient, prefix: Vec<u8>, from: i64, tx: mpsc::Sender<Raw>) {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from)
+        .with_prev_key();
+    let reason = match watch.watch(prefix, Some(options)).await {
+        Err(e) => format!("cannot watch etcd: {e}"),
+        Ok(mut stream) => loop {
+            match stream.message().await {
+                Ok(Some(response)) if response.canceled() => {
+                    break if response.compact_revision() > 0 {
+                        format!(
+                            "etcd compacted its history to revision {} before mcsd read revision {from}",
+                            response.compact_revision()
+                        )
+                    } else {
+                        format!("etcd cancelled the watch: {}", response.cancel_reason())
+                    };
+                }
+                Ok(Some(response)) => {
+                    if response.events().is_empty() {
+                        continue;
+                    }
+                    if tx
+                        .send(Raw::Events(response.events().to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        return; // the feed was dropped
+                    }
+                }
+                Ok(None) => break "the etcd watch stream ended".to_owned(),
+                Err(e) => break format!("the etcd watch failed: {e}"),
+            }
+        },
+    };
+    let _ = tx.send(Raw::Lost(reason)).await;
+}
+
+/// The [`ChangeFeed`] of an [`EtcdStore`](super::EtcdStore).
+pub(super) struct EtcdFeed {
+    rx: mpsc::Receiver<Raw>,
+    task: JoinHandle<()>,
+    own: Arc<OwnWrites>,
+    prefix: Vec<u8>,
+}
+
+impl EtcdFeed {
+    /// Starts following `prefix` from revision `from`.
+    pub fn start(watch: WatchClient, prefix: Vec<u8>, from: i64, own: Arc<OwnWrites>) -> Self {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let task = tokio::spawn(follow(watch, prefix.clone(), from, tx));
+        Self {
+            rx,
+            task,
+            own,
+            prefix,
+        }
+    }
+
+    /// Decodes one watch response; `None` if it held only this instance's
+    /// own writes.
+    fn decode(&self, raw: Raw) -> Option<Vec<StoreChange>> {
+        let events = match raw {
+            Raw::Lost(reason) => return Some(vec![StoreChange::Resync(reason)]),
+            Raw::Events(events) => events,
+        };
+        let mut changes = Vec::new();
+        let mut last = 0;
+        for event in &events {
+            let Some(kv) = event.kv() else { continue };
+            let Some(key) = kv.key().strip_prefix(self.prefix.as_slice()) else {
+                continue;
+            };
+            let revision = kv.mod_revision();
+            last = last.max(revision);
+            let absolute =
+                key.starts_with(codec::PAIR_PREFIX) || key.starts_with(codec::RESERVATION_PREFIX);
+            match self.own.latest(key) {
+                Some(own) if own == revision => continue,
+                Some(own) if own > revision && absolute => continue,
+                _ => {}
+            }
+            let deleted = event.event_type() == EventType::Delete;
+            match change(key, deleted, kv, event.prev_kv()) {
+                Ok(Some(change)) => changes.push(change),
+                Ok(None) => {}
+                Err(reason) => {
+                    changes.push(StoreChange::Resync(reason));
+                    break;
+                }
+            }
+        }
+        self.own.forget_through(last);
+        (!changes.is_empty()).then_some(changes)
+    }
+}
+
+impl Drop for EtcdFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for EtcdFeed {
+    async fn next(&mut self) -> Option<Vec<StoreChange>> {
+        loop {
+            let raw = self.rx.recv().await?;
+            if let Some(changes) = self.decode(raw) {
+                return Some(changes);
+            }
+        }
+    }
+
+    fn try_next(&mut self) -> Option<Vec<StoreChange>> {
+        loop {
+            let raw = self.rx.try_recv().ok()?;
+            if let Some(changes) = self.decode(raw) {
+                return Some(changes);
+            }
+        }
+    }
+}
+
+/// Decodes one event on logical `key`; `None` for keys the engine does not
+/// follow (the format records).
+fn change(
+    key: &[u8],
+    deleted: bool,
+    kv: &KeyValue,
+    prev: Option<&KeyValue>,
+) -> Result<Option<StoreChange>, String> {
+    let name = || String::from_utf8_lossy(key).into_owned();
+    let bad = |e: DecodeError| format!("record {} from another writer: {e}", name());
+    // A delete or an update must say what it replaced; etcd leaves the
+    // previous value out when its history no longer has it.
+    // (Pairs and reservations need no previous value: the pool keeps
+    // their state, not counts.)
+    let replaced = || -> Result<Option<&[u8]>, String> {
+        if deleted || kv.version() > 1 {
+            prev.map(|p| Some(p.value())).ok_or_else(|| {
+                format!(
+                    "the change to {} came without its previous value (etcd compacted it)",
+                    name()
+                )
+            })
+        } else {
+            Ok(None)
+        }
+    };
+    let current = (!deleted).then(|| kv.value());
+    if key.starts_with(codec::ALLOCATION_PREFIX) {
+        let decode = |v: &[u8]| codec::decode_allocation(v).map_err(bad);
+        Ok(Some(StoreChange::Allocation {
+            old: replaced()?.map(decode).transpose()?,
+            new: current.map(decode).transpose()?,
+        }))
+    } else if key.starts_with(codec::GROUP_PREFIX) {
+        let decode = |v: &[u8]| codec::decode_group(v).map_err(bad);
+        Ok(Some(StoreChange::Group {
+            old: replaced()?.map(decode).transpose()?,
+            new: current.map(decode).transpose()?,
+        }))
+    } else if key.starts_with(codec::PAIR_PREFIX) {
+        let level = codec::decode_pair_key(key).map_err(bad)?;
+        let holder = current
+            .map(|v| codec::decode_holder(v).map_err(bad))
+            .transpose()?;
+        Ok(Some(StoreChange::Pair { level, holder }))
+    } else if let Some(text) = key.strip_prefix(codec::RESERVATION_PREFIX) {
+        let reservation = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| format!("reservation key {} is not a reservation", name()))?;
+        let record = current
+            .map(|v| codec::decode_reservation(v).map_err(bad))
+            .transpose()?;
+        Ok(Some(StoreChange::Reservation {
+            reservation,
+            record,
+        }))
+    } else if key.starts_with(b"meta/") {
+        Ok(None)
+    } else {
+        Err(format!("unexpected key {} under the prefix", name()))
+    }
+}

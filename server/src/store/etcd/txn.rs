@@ -1,0 +1,259 @@
+//! Turning a [`Txn`] into one etcd transaction.
+//!
+//! Every [`Op`] carries what it expects to find, and each expectation
+//! becomes an etcd compare: "must not exist" is `create_revision == 0`,
+//! "must hold this record" is a value compare (records encode
+//! deterministically, and every record holds its creation time, so equal
+//! bytes mean the same record). All compares and all writes go in one etcd
+//! transaction, so either every write lands or none does; two instances
+//! claiming the same pair cannot both succeed. When the compares fail, the
+//! failure branch reads the compared keys back, so the conflict can say what
+//! another instance changed.
+
+use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
+
+use crate::store::codec;
+use crate::store::{Op, Txn};
+
+/// What an op expects of a key before it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Expect {
+    /// The key does not exist.
+    Absent,
+    /// The key holds exactly these bytes.
+    Value(Vec<u8>),
+}
+
+/// One [`Txn`] ready for etcd. Keys here are logical (without the prefix).
+#[derive(Debug, Default)]
+pub(super) struct Planned {
+    /// Each compared key and what it must hold.
+    pub expects: Vec<(Vec<u8>, Expect)>,
+    /// Keys to write, with `None` for a delete.
+    pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// Maps every op to its expectation and its write.
+pub(super) fn plan(txn: &Txn) -> Planned {
+    let mut p = Planned::default();
+    for op in &txn.0 {
+        let (key, expect, write) = match op {
+            Op::CreateAllocation(r) => (
+                codec::allocation_key(&r.container_id),
+                Expect::Absent,
+                Some(codec::encode_allocation(r)),
+            ),
+            Op::DeleteAllocation(r) => (
+                codec::allocation_key(&r.container_id),
+                Expect::Value(codec::encode_allocation(r)),
+                None,
+            ),
+            Op::ClaimPair { level, holder } => (
+                codec::pair_key(*level),
+                Expect::Absent,
+                Some(codec::encode_holder(holder)),
+            ),
+            Op::FreePair { level, holder } => (
+                codec::pair_key(*level),
+                Expect::Value(codec::encode_holder(holder)),
+                None,
+            ),
+            Op::PutGroup { old, new } => (
+                codec::group_key(&new.key),
+                old.as_ref()
+                    .map_or(Expect::Absent, |g| Expect::Value(codec::encode_group(g))),
+                Some(codec::encode_group(new)),
+            ),
+            Op::DeleteGroup(g) => (
+                codec::group_key(&g.key),
+                Expect::Value(codec::encode_group(g)),
+                None,
+            ),
+            Op::PutReservation(r) => (
+                codec::reservation_key(r.reservation),
+                Expect::Absent,
+                Some(codec::encode_reservation(r)),
+            ),
+            Op::DeleteReservation(r) => (
+                codec::reservation_key(r.reservation),
+                Expect::Value(codec::encode_reservation(r)),
+                None,
+            ),
+        };
+        p.expects.push((key.clone(), expect));
+        p.writes.push((key, write));
+    }
+    p
+}
+
+impl Planned {
+    /// The etcd compares, with keys under `prefix`.
+    pub fn compares(&self, prefix: &[u8]) -> Vec<Compare> {
+        self.expects
+            .iter()
+            .map(|(key, expect)| {
+                let key = [prefix, key].concat();
+                match expect {
+                    Expect::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
+                    Expect::Value(v) => Compare::value(key, CompareOp::Equal, v.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// The writes, run when every compare holds.
+    pub fn success(&self, prefix: &[u8]) -> Vec<TxnOp> {
+        self.writes
+            .iter()
+            .map(|(key, value)| {
+                let key = [prefix, key].concat();
+                match value {
+                    Some(v) => TxnOp::put(key, v.clone(), None),
+                    None => TxnOp::delete(key, None),
+                }
+            })
+            .collect()
+    }
+
+    /// Reads of the compared keys, run when a compare fails.
+    pub fn failure(&self, prefix: &[u8]) -> Vec<TxnOp> {
+        self.expects
+            .iter()
+            .map(|(key, _)| TxnOp::get([prefix, key].concat(), None))
+            .collect()
+    }
+
+    /// What another writer changed, from the failure branch's reads.
+    pub fn conflict(&self, reads: &[TxnOpResponse]) -> String {
+        for ((key, expect), read) in self.expects.iter().zip(reads) {
+            let found = match read {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => continue,
+            };
+            match (expect, found) {
+                (Expect::Absent, Some(value)) => return already_exists(key, &value),
+                (Expect::Value(_), None) => {
+                    return format!("{} was removed by another writer", describe(key))
+                }
+                (Expect::Value(want), Some(value)) if *want != value => {
+                    return format!("{} was changed by another writer", describe(key))
+                }
+                _ => {}
+            }
+        }
+        // Every compare holds now: the conflicting change was undone
+        // between the transaction and its read-back.
+        "a record changed while the transaction ran".into()
+    }
+}
+
+/// A human name for a logical key.
+fn describe(key: &[u8]) -> String {
+    let text = |rest: &[u8]| String::from_utf8_lossy(rest).into_owned();
+    if let Some(id) = key.strip_prefix(codec::ALLOCATION_PREFIX) {
+        format!("the allocation of container {}", text(id))
+    } else if let Some(group) = key.strip_prefix(codec::GROUP_PREFIX) {
+        format!("group {}", text(group))
+    } else if let Some(r) = key.strip_prefix(codec::RESERVATION_PREFIX) {
+        format!("reservation {}", text(r))
+    } else if let Ok(level) = codec::decode_pair_key(key) {
+        format!("pair {level}")
+    } else {
+        format!("key {}", text(key))
+    }
+}
+
+fn already_exists(key: &[u8], value: &[u8]) -> String {
+    if key.starts_with(codec::PAIR_PREFIX) {
+        if let Ok(holder) = codec::decode_holder(value) {
+            return format!(
+                "{} was claimed by {holder} through another mcsd",
+                describe(key)
+            );
+        }
+    }
+    format!("{} was created by another writer", describe(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::id::{ContainerId, GroupKey, Owner};
+    use crate::store::{AllocationRecord, GroupRecord, Holder};
+
+    fn record() -> AllocationRecord {
+        AllocationRecord {
+            container_id: ContainerId::new("c1").unwrap(),
+            owner: Owner::new("podman").unwrap(),
+            group: None,
+            level: "s0:c1,c2".parse().unwrap(),
+            process_label: "p".into(),
+            file_label: "f".into(),
+            created_at: UNIX_EPOCH,
+            node: None,
+        }
+    }
+
+    #[test]
+    fn claims_expect_absence_and_releases_expect_the_record() {
+        let r = record();
+        let group = GroupRecord {
+            key: GroupKey::new("pod").unwrap(),
+            level: r.level,
+            members: 2,
+            created_at: UNIX_EPOCH,
+        };
+        let joined = GroupRecord {
+            members: 3,
+            ..group.clone()
+        };
+        let p = plan(&Txn(vec![
+            Op::CreateAllocation(r.clone()),
+            Op::ClaimPair {
+                level: r.level,
+                holder: r.holder(),
+            },
+            Op::PutGroup {
+                old: Some(group.clone()),
+                new: joined.clone(),
+            },
+        ]));
+        assert_eq!(p.expects[0], (b"a/c1".to_vec(), Expect::Absent));
+        assert_eq!(p.expects[1].1, Expect::Absent);
+        assert_eq!(p.expects[2].1, Expect::Value(codec::encode_group(&group)));
+        assert_eq!(p.writes[2].1, Some(codec::encode_group(&joined)));
+
+        let p = plan(&Txn(vec![
+            Op::DeleteAllocation(r.clone()),
+            Op::FreePair {
+                level: r.level,
+                holder: r.holder(),
+            },
+        ]));
+        assert_eq!(p.expects[0].1, Expect::Value(codec::encode_allocation(&r)));
+        assert_eq!(
+            p.expects[1].1,
+            Expect::Value(codec::encode_holder(&Holder::Container(r.container_id)))
+        );
+        assert!(p.writes.iter().all(|(_, w)| w.is_none()));
+    }
+
+    #[test]
+    fn keys_are_named_for_humans() {
+        assert_eq!(describe(b"a/c1"), "the allocation of container c1");
+        assert_eq!(describe(b"g/pod"), "group pod");
+        assert_eq!(describe(b"r/c5"), "reservation c5");
+        assert_eq!(
+            describe(&codec::pair_key("s0:c1,c2".parse().unwrap())),
+            "pair s0:c1,c2"
+        );
+        let holder = codec::encode_holder(&Holder::Group(GroupKey::new("pod").unwrap()));
+        let text = already_exists(&codec::pair_key("s0:c1,c2".parse().unwrap()), &holder);
+        assert_eq!(
+            text,
+            "pair s0:c1,c2 was claimed by group pod through another mcsd"
+        );
+    }
+}
