@@ -1,11 +1,13 @@
 //! Allocation semantics over the real socket: uniqueness, exhaustion,
-//! idempotency, groups, requested levels, reservations, bad input.
+//! idempotency, groups, requested levels, reservations, bad input. Every
+//! scenario runs against both stores (sled and a real etcd).
 
 mod common;
 
 use std::collections::HashSet;
 
-use common::{code, TestDaemon};
+use common::code;
+use common::etcd::Backend;
 use mcs_client::{proto, Allocate, Client};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -23,9 +25,8 @@ async fn list_all(c: &mut Client, request: proto::ListRequest) -> Vec<proto::All
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hands_out_all_45_pairs_of_c0_c9_then_reports_exhaustion() {
-    let d = TestDaemon::start("c0.c9");
+async fn hands_out_all_45_pairs_of_c0_c9_then_reports_exhaustion(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     let mut levels = HashSet::new();
     for i in 0..45 {
@@ -59,9 +60,8 @@ async fn hands_out_all_45_pairs_of_c0_c9_then_reports_exhaustion() {
     assert_eq!(again.level, released.allocation.unwrap().level);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn allocate_is_idempotent_on_the_container_id() {
-    let d = TestDaemon::start("c0.c1023");
+async fn allocate_is_idempotent_on_the_container_id(backend: Backend) {
+    let d = backend.start("c0.c1023");
     let mut c = d.client().await;
     let first = c
         .allocate_full(Allocate::new("abc").owner("crio"))
@@ -110,9 +110,8 @@ async fn allocate_is_idempotent_on_the_container_id() {
     assert_eq!(stats(&mut c).await.containers, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_owner_defaults_to_the_callers_uid() {
-    let d = TestDaemon::start("c0.c9");
+async fn an_empty_owner_defaults_to_the_callers_uid(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     let a = c.allocate(Allocate::new("x")).await.unwrap();
     assert_eq!(
@@ -121,9 +120,8 @@ async fn an_empty_owner_defaults_to_the_callers_uid() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn release_is_idempotent_and_says_whether_anything_was_held() {
-    let d = TestDaemon::start("c0.c9");
+async fn release_is_idempotent_and_says_whether_anything_was_held(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     c.allocate(Allocate::new("x")).await.unwrap();
     let r = c.release("x").await.unwrap();
@@ -136,9 +134,8 @@ async fn release_is_idempotent_and_says_whether_anything_was_held() {
     assert_eq!(code(c.get("x").await), Code::NotFound);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_members_share_a_level_until_the_last_one_leaves() {
-    let d = TestDaemon::start("c0.c9");
+async fn group_members_share_a_level_until_the_last_one_leaves(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     let a = c.allocate(Allocate::new("a").group("pod1")).await.unwrap();
     let b = c.allocate(Allocate::new("b").group("pod1")).await.unwrap();
@@ -174,9 +171,8 @@ async fn group_members_share_a_level_until_the_last_one_leaves() {
     assert_ne!(fresh.level, other.level);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requested_levels_are_granted_only_when_free_and_in_range() {
-    let d = TestDaemon::start("c0.c9");
+async fn requested_levels_are_granted_only_when_free_and_in_range(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     let a = c
         .allocate(Allocate::new("a").level("s0:c2,c7"))
@@ -215,9 +211,8 @@ async fn requested_levels_are_granted_only_when_free_and_in_range() {
     assert_eq!(stats(&mut c).await.containers, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reservations_are_never_handed_out() {
-    let d = TestDaemon::start("c0.c9");
+async fn reservations_are_never_handed_out(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     let r = c.reserve("c0").await.unwrap();
     assert!(r.created);
@@ -270,9 +265,8 @@ async fn reservations_are_never_handed_out() {
     assert_eq!(targets, ["s0:c1,c2"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reserving_a_held_pair_keeps_it_with_its_holder_until_release() {
-    let d = TestDaemon::start("c0.c9");
+async fn reserving_a_held_pair_keeps_it_with_its_holder_until_release(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     c.allocate(Allocate::new("a").level("s0:c4,c5"))
         .await
@@ -287,9 +281,8 @@ async fn reserving_a_held_pair_keeps_it_with_its_holder_until_release() {
     assert_eq!(c.unreserve("s0:c4,c5").await.unwrap().pairs_freed, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_and_nothing_is_stored() {
-    let d = TestDaemon::start("c0.c9");
+async fn bad_input_is_refused_and_nothing_is_stored(backend: Backend) {
+    let d = backend.start("c0.c9");
     let mut c = d.client().await;
     let long = "x".repeat(129);
     let bad_ids = [
@@ -334,9 +327,8 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     assert!(list_all(&mut c, Default::default()).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_streams_every_row_in_order_and_filters() {
-    let d = TestDaemon::start("c0.c1023");
+async fn list_streams_every_row_in_order_and_filters(backend: Backend) {
+    let d = backend.start("c0.c1023");
     let mut c = d.client().await;
     for i in 0..1500 {
         let owner = if i % 3 == 0 { "podman" } else { "crio" };
@@ -397,3 +389,16 @@ async fn list_streams_every_row_in_order_and_filters() {
         .collect();
     assert_eq!(owners, [("crio", 1000), ("podman", 500)]);
 }
+
+both_backends!(
+    hands_out_all_45_pairs_of_c0_c9_then_reports_exhaustion,
+    allocate_is_idempotent_on_the_container_id,
+    an_empty_owner_defaults_to_the_callers_uid,
+    release_is_idempotent_and_says_whether_anything_was_held,
+    group_members_share_a_level_until_the_last_one_leaves,
+    requested_levels_are_granted_only_when_free_and_in_range,
+    reservations_are_never_handed_out,
+    reserving_a_held_pair_keeps_it_with_its_holder_until_release,
+    bad_input_is_refused_and_nothing_is_stored,
+    list_streams_every_row_in_order_and_filters,
+);

@@ -1,19 +1,19 @@
-//! Many clients at once: no pair is ever handed to two live ids.
+//! Many clients at once: no pair is ever handed to two live ids, on either
+//! store.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use common::TestDaemon;
+use common::etcd::Backend;
 use mcs_client::{Allocate, Client};
 use tokio_stream::StreamExt;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_clients_allocating_and_releasing_never_share_a_pair() {
+async fn two_hundred_clients_allocating_and_releasing_never_share_a_pair(backend: Backend) {
     // 2,016 pairs, up to ~2,000 live ids: the pool runs nearly full, so picks
     // and frees race constantly.
-    let d = TestDaemon::start("c0.c63");
+    let d = backend.start("c0.c63");
     let live: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let mut tasks = Vec::new();
     for t in 0..200 {
@@ -81,9 +81,8 @@ async fn two_hundred_clients_allocating_and_releasing_never_share_a_pair() {
     assert_eq!(s.held + s.free + s.reserved, s.total);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_group_joins_share_one_level_and_free_it_once() {
-    let d = TestDaemon::start("c0.c1023");
+async fn concurrent_group_joins_share_one_level_and_free_it_once(backend: Backend) {
+    let d = backend.start("c0.c1023");
     let socket = d.socket.clone();
     let joins = (0..50).map(|i| {
         let socket = socket.clone();
@@ -121,3 +120,8 @@ async fn concurrent_group_joins_share_one_level_and_free_it_once() {
         .unwrap();
     assert_eq!((s.held, s.groups, s.containers), (0, 0, 0));
 }
+
+both_backends!(
+    two_hundred_clients_allocating_and_releasing_never_share_a_pair,
+    concurrent_group_joins_share_one_level_and_free_it_once,
+);

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
+use common::etcd::Backend;
 use common::{code, TestDaemon};
 use mcs_client::{proto, Allocate, Client};
 use tokio_stream::StreamExt;
@@ -21,9 +22,8 @@ async fn snapshot(c: &mut Client) -> HashMap<String, proto::Allocation> {
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_allocation_group_and_reservation_survives_restarts() {
-    let mut d = TestDaemon::start("c0.c99");
+async fn every_allocation_group_and_reservation_survives_restarts(backend: Backend) {
+    let mut d = backend.start("c0.c99");
     let mut c = d.client().await;
     for i in 0..200 {
         c.allocate(Allocate::new(format!("c{i}")).owner("podman"))
@@ -72,9 +72,8 @@ async fn every_allocation_group_and_reservation_survives_restarts() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_allocations_survive_sigkill() {
-    let mut d = TestDaemon::start("c0.c1023");
+async fn acknowledged_allocations_survive_sigkill(backend: Backend) {
+    let mut d = backend.start("c0.c1023");
     let socket = d.socket.clone();
     // 32 concurrent clients; SIGKILL right after the last acknowledgement.
     let mut tasks = Vec::new();
@@ -278,3 +277,8 @@ async fn a_client_that_stops_answering_does_not_block_shutdown() {
     );
     assert!(d.log().contains("closing them"), "{}", d.log());
 }
+
+both_backends!(
+    every_allocation_group_and_reservation_survives_restarts,
+    acknowledged_allocations_survive_sigkill,
+);
