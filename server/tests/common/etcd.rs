@@ -198,6 +198,21 @@ impl EtcdCluster {
         }
     }
 
+    /// Starts mcsd named `node` on every member, under the prefix `/shared/`,
+    /// in a fresh temporary directory.
+    pub fn daemon(&self, node: &str, categories: &str) -> TestDaemon {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let config = format!("{CONFIG}{}", store_config(&self.endpoints(), "/shared/"));
+        std::fs::write(temp.path().join("mcsd.toml"), config).expect("write config");
+        let mut d = TestDaemon::in_dir(
+            temp.path(),
+            &["--categories", categories, "--node-name", node],
+        );
+        d._temp = Some(temp);
+        d.launch().expect("mcsd starts");
+        d
+    }
+
     /// The log of member `i`, for failure messages.
     pub fn log(&self, i: usize) -> String {
         self.members[i].log()

@@ -44,6 +44,10 @@ use crate::level::{CategoryRange, Level};
 pub const RANGE_KEY: &[u8] = b"meta/range";
 /// Records per page when loading or listing.
 const PAGE: i64 = 2048;
+/// Times a request is sent when it could not reach etcd.
+const SEND_ATTEMPTS: u32 = 4;
+/// Wait before sending again, times the attempt number.
+const RESEND_AFTER: Duration = Duration::from_millis(50);
 /// Reads per etcd transaction in [`Store::read_batch`] (etcd allows 128
 /// operations in one transaction by default).
 const READS_PER_TXN: usize = 128;
@@ -154,44 +158,85 @@ impl EtcdStore {
         }
     }
 
-    /// Runs one etcd request under the time limit, mapping its errors.
-    async fn call<T>(
-        &self,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
+    /// Runs one etcd request under the time limit, mapping its errors. A
+    /// request that never reached etcd (the connection could not be made:
+    /// a member is down and the client has not noticed yet) is sent again;
+    /// so is any failed read when `read_only`.
+    async fn call<T, F, Fut>(&self, read_only: bool, mut request: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
         let unreachable = |detail: String| StoreError::Unreachable {
             store: self.description.clone(),
             detail,
         };
-        match tokio::time::timeout(self.timeout, request).await {
-            Err(_) => Err(unreachable(format!("no answer within {:?}", self.timeout))),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(etcd_client::Error::GRpcStatus(status)))
-                if !matches!(
+        let mut attempt = 1;
+        loop {
+            let error = match tokio::time::timeout(self.timeout, request()).await {
+                Err(_) => return Err(unreachable(format!("no answer within {:?}", self.timeout))),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => e,
+            };
+            let transient = match &error {
+                etcd_client::Error::GRpcStatus(status) => matches!(
                     status.code(),
                     tonic::Code::Unavailable
                         | tonic::Code::DeadlineExceeded
                         | tonic::Code::Cancelled
                         | tonic::Code::Unknown
-                ) =>
-            {
-                Err(StoreError::Io {
+                ),
+                _ => true,
+            };
+            if !transient {
+                let detail = match error {
+                    etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
+                    other => other.to_string(),
+                };
+                return Err(StoreError::Io {
                     path: self.description.clone().into(),
-                    detail: status.message().to_owned(),
-                })
+                    detail,
+                });
             }
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            let never_sent = error.to_string().contains("connect error");
+            if attempt >= SEND_ATTEMPTS || !(never_sent || read_only) {
+                return Err(unreachable(error.to_string()));
+            }
+            tokio::time::sleep(RESEND_AFTER * attempt).await;
+            attempt += 1;
         }
     }
 
-    async fn txn(&self, txn: EtcdTxn) -> Result<etcd_client::TxnResponse, StoreError> {
-        self.call(self.kv.clone().txn(txn)).await
+    /// One read.
+    async fn get(
+        &self,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, StoreError> {
+        self.call(true, || {
+            let mut kv = self.kv.clone();
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
+    }
+
+    /// One transaction; `read_only` if it only reads.
+    async fn txn(
+        &self,
+        txn: EtcdTxn,
+        read_only: bool,
+    ) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.call(read_only, || {
+            let mut kv = self.kv.clone();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
     }
 
     async fn get_value(&self, logical: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let response = self
-            .call(self.kv.clone().get(self.key(logical), None))
-            .await?;
+        let response = self.get(self.key(logical), None).await?;
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -210,6 +255,7 @@ impl EtcdStore {
                         TxnOp::put(range_key.clone(), range.to_string(), None),
                     ])
                     .or_else([TxnOp::get(format_key, None), TxnOp::get(range_key, None)]),
+                false,
             )
             .await?;
         if response.succeeded() {
@@ -280,9 +326,7 @@ impl EtcdStore {
                 .with_range(end.clone())
                 .with_limit(PAGE)
                 .with_revision(revision);
-            let response = self
-                .call(self.kv.clone().get(from.clone(), Some(options)))
-                .await?;
+            let response = self.get(from.clone(), Some(options)).await?;
             for kv in response.kvs() {
                 let key = &kv.key()[self.prefix.len()..];
                 each(key, kv.value())?;
@@ -337,7 +381,7 @@ impl EtcdStore {
                 )
             })
             .collect();
-        let response = self.txn(EtcdTxn::new().and_then(reads)).await?;
+        let response = self.txn(EtcdTxn::new().and_then(reads), true).await?;
         let revision = response.header().map_or(0, |h| h.revision());
         for read in response.op_responses() {
             if let TxnOpResponse::Get(get) = read {
@@ -357,6 +401,7 @@ impl EtcdStore {
                     .when(planned.compares(&self.prefix))
                     .and_then(planned.success(&self.prefix))
                     .or_else(planned.failure(&self.prefix)),
+                false,
             )
             .await?;
         if response.succeeded() {
@@ -381,7 +426,7 @@ impl EtcdStore {
                 .iter()
                 .map(|k| TxnOp::get(self.key(k), None))
                 .collect();
-            self.txn(EtcdTxn::new().and_then(reads))
+            self.txn(EtcdTxn::new().and_then(reads), true)
         });
         let mut values = Vec::with_capacity(keys.len());
         for response in join_all(chunks).await {
@@ -503,7 +548,7 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(self.key(&prefix_end(codec::ALLOCATION_PREFIX)))
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let response = self.call(self.kv.clone().get(start, Some(options))).await?;
+        let response = self.get(start, Some(options)).await?;
         response
             .kvs()
             .iter()
@@ -525,7 +570,12 @@ impl Store for EtcdStore {
     async fn recover(&self) -> Result<(), StoreError> {
         // Nothing to reopen: a failed request leaves no local state behind.
         // Make sure etcd answers again before the engine reloads.
-        self.call(self.client.clone().status()).await.map(drop)
+        self.call(true, || {
+            let mut maintenance = self.client.maintenance_client();
+            async move { maintenance.status().await }
+        })
+        .await
+        .map(drop)
     }
 
     async fn close(&self) -> Result<(), StoreError> {
