@@ -1,0 +1,410 @@
+//! The etcd store and the engine on top of it, in process, against a real
+//! etcd: compare-and-swap conflicts, the change feed (others' writes only,
+//! compaction, a restarted member), lost races picked again, and refusals
+//! at start.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use common::etcd::EtcdCluster;
+use mcsd::context::Labels;
+use mcsd::engine::{AllocateRequest, Engine, EngineConfig};
+use mcsd::error::AllocError;
+use mcsd::id::{ContainerId, GroupKey, NodeName, Owner};
+use mcsd::level::{CategoryRange, Level};
+use mcsd::store::backend::EtcdSettings;
+use mcsd::store::etcd::EtcdStore;
+use mcsd::store::{
+    AllocationRecord, ChangeFeed, GroupRecord, Holder, LoadSink, Op, ReadBatch, ReservationRecord,
+    Store, StoreChange, StoreError, Txn,
+};
+
+fn settings(cluster: &EtcdCluster, prefix: &str) -> EtcdSettings {
+    EtcdSettings {
+        endpoints: cluster.endpoints(),
+        prefix: prefix.into(),
+        tls: None,
+        auth: None,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn range(text: &str) -> CategoryRange {
+    text.parse().unwrap()
+}
+
+/// Counts what a load delivers.
+#[derive(Default)]
+struct Count {
+    pairs: usize,
+    allocations: usize,
+}
+
+impl LoadSink for Count {
+    fn reservation(&mut self, _: ReservationRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn pair(&mut self, _: Level, _: Holder) -> Result<(), StoreError> {
+        self.pairs += 1;
+        Ok(())
+    }
+    fn group(&mut self, _: GroupRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn allocation(&mut self, _: AllocationRecord) -> Result<(), StoreError> {
+        self.allocations += 1;
+        Ok(())
+    }
+}
+
+fn record(id: &str, level: &str) -> AllocationRecord {
+    AllocationRecord {
+        container_id: ContainerId::new(id).unwrap(),
+        owner: Owner::new("test").unwrap(),
+        group: None,
+        level: level.parse().unwrap(),
+        process_label: format!("u:r:t:{level}"),
+        file_label: format!("u:object_r:t:{level}"),
+        created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+        node: Some(NodeName::new("other").unwrap()),
+    }
+}
+
+/// What another instance commits to allocate `r`.
+fn claim(r: &AllocationRecord) -> Txn {
+    Txn(vec![
+        Op::CreateAllocation(r.clone()),
+        Op::ClaimPair {
+            level: r.level,
+            holder: r.holder(),
+        },
+    ])
+}
+
+async fn next(feed: &mut Box<dyn ChangeFeed>) -> Vec<StoreChange> {
+    tokio::time::timeout(Duration::from_secs(20), feed.next())
+        .await
+        .expect("a change within 20 s")
+        .expect("the feed is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_claiming_one_pair_conflict_and_each_feed_reports_only_the_other() {
+    let cluster = EtcdCluster::start(1);
+    let a = EtcdStore::connect(&settings(&cluster, "/p/"), range("c0.c9"))
+        .await
+        .unwrap();
+    let b = EtcdStore::connect(&settings(&cluster, "/p/"), range("c0.c9"))
+        .await
+        .unwrap();
+    a.load(&mut Count::default()).await.unwrap();
+    b.load(&mut Count::default()).await.unwrap();
+    let mut feed_a = a.changes().unwrap();
+    let mut feed_b = b.changes().unwrap();
+
+    let x = record("x", "s0:c1,c2");
+    let y = record("y", "s0:c1,c2");
+    assert_eq!(a.commit(vec![claim(&x)]).await, vec![Ok(())]);
+    let lost = b.commit(vec![claim(&y)]).await;
+    let Err(StoreError::Conflict(why)) = &lost[0] else {
+        panic!("expected a conflict, got {lost:?}")
+    };
+    assert_eq!(
+        why, "pair s0:c1,c2 was claimed by container x through another mcsd",
+        "the failed compare is named"
+    );
+    // Nothing of y's transaction landed.
+    assert_eq!(b.allocation(&y.container_id).await.unwrap(), None);
+    assert_eq!(b.holder(x.level).await.unwrap(), Some(x.holder()));
+
+    // Releasing needs the exact record: a stale one conflicts.
+    let stale = AllocationRecord {
+        owner: Owner::new("someone-else").unwrap(),
+        ..x.clone()
+    };
+    let result = b.commit(vec![Txn(vec![Op::DeleteAllocation(stale)])]).await;
+    assert!(
+        matches!(&result[0], Err(StoreError::Conflict(m)) if m == "the allocation of container x was changed by another writer"),
+        "{result:?}"
+    );
+
+    // b sees a's allocation; a does not see its own.
+    let changes = next(&mut feed_b).await;
+    assert!(changes.contains(&StoreChange::Allocation {
+        old: None,
+        new: Some(x.clone())
+    }));
+    assert!(changes.contains(&StoreChange::Pair {
+        level: x.level,
+        holder: Some(x.holder())
+    }));
+    let z = record("z", "s0:c3,c4");
+    assert_eq!(b.commit(vec![claim(&z)]).await, vec![Ok(())]);
+    let changes = next(&mut feed_a).await;
+    assert!(
+        changes.iter().all(|c| !matches!(c, StoreChange::Allocation { new: Some(r), .. } if r.container_id.as_str() == "x")),
+        "a's own write came back: {changes:?}"
+    );
+    assert!(changes.contains(&StoreChange::Allocation {
+        old: None,
+        new: Some(z.clone())
+    }));
+
+    // A release reports the record it removed.
+    let release = Txn(vec![
+        Op::DeleteAllocation(z.clone()),
+        Op::FreePair {
+            level: z.level,
+            holder: z.holder(),
+        },
+    ]);
+    assert_eq!(b.commit(vec![release]).await, vec![Ok(())]);
+    let changes = next(&mut feed_a).await;
+    assert!(changes.contains(&StoreChange::Allocation {
+        old: Some(z.clone()),
+        new: None
+    }));
+    assert!(changes.contains(&StoreChange::Pair {
+        level: z.level,
+        holder: None
+    }));
+
+    // Reads in one batch see the same.
+    let batch = a
+        .read_batch(
+            &[x.container_id.clone(), z.container_id.clone()],
+            &[GroupKey::new("none").unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        batch,
+        ReadBatch {
+            allocations: vec![Some(x), None],
+            groups: vec![None],
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_behind_a_compaction_asks_for_a_reload() {
+    let cluster = EtcdCluster::start(1);
+    let a = EtcdStore::connect(&settings(&cluster, "/c/"), range("c0.c9"))
+        .await
+        .unwrap();
+    let b = EtcdStore::connect(&settings(&cluster, "/c/"), range("c0.c9"))
+        .await
+        .unwrap();
+    a.load(&mut Count::default()).await.unwrap();
+    for (i, level) in ["s0:c1,c2", "s0:c3,c4", "s0:c5,c6"].iter().enumerate() {
+        let r = record(&format!("r{i}"), level);
+        assert_eq!(b.commit(vec![claim(&r)]).await, vec![Ok(())]);
+    }
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let now = client.get("/c/", None).await.unwrap();
+    let revision = now.header().unwrap().revision();
+    client.compact(revision, None).await.unwrap();
+
+    // a's snapshot is older than what etcd still remembers.
+    let mut feed = a.changes().unwrap();
+    let changes = next(&mut feed).await;
+    assert!(
+        matches!(&changes[..], [StoreChange::Resync(reason)] if reason.contains("compacted")),
+        "{changes:?}"
+    );
+    // Reloading catches up and a new feed follows from there.
+    let mut count = Count::default();
+    a.load(&mut count).await.unwrap();
+    assert_eq!((count.pairs, count.allocations), (3, 3));
+    let mut feed = a.changes().unwrap();
+    let r = record("r3", "s0:c7,c8");
+    assert_eq!(b.commit(vec![claim(&r)]).await, vec![Ok(())]);
+    assert!(next(&mut feed).await.contains(&StoreChange::Allocation {
+        old: None,
+        new: Some(r)
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_in_use_with_another_range_or_unknown_keys_is_refused() {
+    let cluster = EtcdCluster::start(1);
+    EtcdStore::connect(&settings(&cluster, "/r/"), range("c0.c9"))
+        .await
+        .unwrap();
+    let err = EtcdStore::connect(&settings(&cluster, "/r/"), range("c0.c99"))
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("hand out categories c0.c9, but this one is configured with c0.c99"),
+        "{text}"
+    );
+
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    client.put("/r/zzz", "x", None).await.unwrap();
+    let store = EtcdStore::connect(&settings(&cluster, "/r/"), range("c0.c9"))
+        .await
+        .unwrap();
+    let err = store.load(&mut Count::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { detail, .. } if detail == "record zzz: unexpected key"),
+        "{err}"
+    );
+    // A neighbouring prefix is somebody else's business.
+    client.delete("/r/zzz", None).await.unwrap();
+    client.put("/r0", "x", None).await.unwrap();
+    client.put("/r", "x", None).await.unwrap();
+    store.load(&mut Count::default()).await.unwrap();
+
+    // Records without a format version are not taken for an empty prefix.
+    client.put("/f/a/x", "x", None).await.unwrap();
+    let err = EtcdStore::connect(&settings(&cluster, "/f/"), range("c0.c9"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("no format version"), "{err}");
+}
+
+/// The real etcd store with the change feed turned off, so the engine's
+/// view lags behind another instance for certain.
+struct Deaf(EtcdStore);
+
+#[async_trait]
+impl Store for Deaf {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn load(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        self.0.load(sink).await
+    }
+    async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError> {
+        self.0.allocation(id).await
+    }
+    async fn group(&self, key: &GroupKey) -> Result<Option<GroupRecord>, StoreError> {
+        self.0.group(key).await
+    }
+    async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
+        self.0.holder(level).await
+    }
+    async fn allocations(
+        &self,
+        after: Option<&ContainerId>,
+        limit: usize,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        self.0.allocations(after, limit).await
+    }
+    async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
+        self.0.commit(txns).await
+    }
+    async fn recover(&self) -> Result<(), StoreError> {
+        self.0.recover().await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.0.close().await
+    }
+}
+
+fn engine_config(range_text: &str) -> EngineConfig {
+    EngineConfig {
+        range: range(range_text),
+        labels: Labels::default(),
+        node: NodeName::new("this-node").unwrap(),
+    }
+}
+
+fn request(id: &str) -> AllocateRequest {
+    AllocateRequest {
+        container_id: ContainerId::new(id).unwrap(),
+        owner: Owner::new("test").unwrap(),
+        group: None,
+        level: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_loses_races_picks_again_until_the_range_is_exhausted() {
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/race/");
+    // c0.c3: 6 pairs.
+    let deaf = Deaf(EtcdStore::connect(&settings, range("c0.c3")).await.unwrap());
+    let engine = Engine::start(Arc::new(deaf), engine_config("c0.c3"))
+        .await
+        .unwrap();
+    // Another instance takes 5 of the 6 pairs behind the engine's back.
+    let other = EtcdStore::connect(&settings, range("c0.c3")).await.unwrap();
+    let taken = ["s0:c0,c1", "s0:c0,c2", "s0:c0,c3", "s0:c1,c2", "s0:c1,c3"];
+    for (i, level) in taken.iter().enumerate() {
+        assert_eq!(
+            other
+                .commit(vec![claim(&record(&format!("o{i}"), level))])
+                .await,
+            vec![Ok(())]
+        );
+    }
+    // Whatever it picks first, the engine ends on the one free pair.
+    let got = engine.allocate(request("mine")).await.unwrap();
+    assert_eq!(got.record.level.to_string(), "s0:c2,c3");
+    assert_eq!(got.record.node.as_ref().unwrap().as_str(), "this-node");
+    let err = engine.allocate(request("late")).await.unwrap_err();
+    assert!(matches!(err, AllocError::Exhausted { .. }), "{err}");
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_follows_other_instances_again_after_its_etcd_member_restarts() {
+    let mut cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/follow/");
+    let store = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let engine = Engine::start(Arc::new(store), engine_config("c0.c9"))
+        .await
+        .unwrap();
+    let other = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let wait_for = |containers: u64| {
+        let engine = engine.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let stats = engine.stats().await.unwrap();
+                if stats.containers == containers && stats.pool.held == containers {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never saw {containers}: {stats:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let commit = |r: AllocationRecord| {
+        let other = &other;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            // The other instance's client reconnects on its own time.
+            while other.commit(vec![claim(&r)]).await != vec![Ok(())] {
+                assert!(Instant::now() < deadline, "cannot commit {r:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    commit(record("x", "s0:c1,c2")).await;
+    wait_for(1).await;
+
+    cluster.kill(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(0);
+    commit(record("y", "s0:c3,c4")).await;
+    wait_for(2).await;
+    // Followed live again, not only reloaded.
+    commit(record("z", "s0:c5,c6")).await;
+    wait_for(3).await;
+    engine.shutdown().await.unwrap();
+}
