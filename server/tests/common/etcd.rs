@@ -35,13 +35,16 @@ struct Member {
     name: String,
     client: u16,
     peer: u16,
+    /// Plain-HTTP port for `/health`, whatever the client URLs speak.
+    metrics: u16,
+    scheme: &'static str,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client)
     }
 
     fn peer_url(&self) -> String {
@@ -57,6 +60,8 @@ impl Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
+    /// Extra flags for every member (TLS).
+    extra: Vec<String>,
     _temp: tempfile::TempDir,
 }
 
@@ -65,9 +70,19 @@ impl EtcdCluster {
     /// Ports are picked free and may be taken in between; a start that
     /// fails is retried on new ports.
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// One member serving clients over TLS only, requiring client
+    /// certificates signed by `tls.ca`.
+    pub fn start_tls(tls: &TlsFiles) -> Self {
+        Self::start_with(1, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<&TlsFiles>) -> Self {
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start(size) {
+            match Self::try_start(size, tls) {
                 Ok(cluster) => return cluster,
                 Err(e) => last = e,
             }
@@ -75,13 +90,15 @@ impl EtcdCluster {
         panic!("etcd did not start: {last}");
     }
 
-    fn try_start(size: usize) -> Result<Self, String> {
+    fn try_start(size: usize, tls: Option<&TlsFiles>) -> Result<Self, String> {
         let temp = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client: free_port(),
                 peer: free_port(),
+                metrics: free_port(),
+                scheme: if tls.is_some() { "https" } else { "http" },
                 dir: temp.path().join(format!("m{i}")),
                 child: None,
             })
@@ -91,9 +108,22 @@ impl EtcdCluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
+        let extra = match tls {
+            None => Vec::new(),
+            Some(tls) => vec![
+                "--cert-file".into(),
+                tls.server_cert.display().to_string(),
+                "--key-file".into(),
+                tls.server_key.display().to_string(),
+                "--trusted-ca-file".into(),
+                tls.ca.display().to_string(),
+                "--client-cert-auth".into(),
+            ],
+        };
         let mut cluster = Self {
             members,
             initial_cluster,
+            extra,
             _temp: temp,
         };
         for i in 0..size {
@@ -107,6 +137,7 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize, state: &str) {
         let initial_cluster = self.initial_cluster.clone();
+        let extra = self.extra.clone();
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {i} already runs");
         std::fs::create_dir_all(&m.dir).expect("member dir");
@@ -134,6 +165,9 @@ impl EtcdCluster {
             .arg(state)
             .arg("--initial-cluster-token")
             .arg("mcsd-test")
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://127.0.0.1:{}", m.metrics))
+            .args(&extra)
             // Quick elections: a killed leader is replaced in about a second.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdin(Stdio::null())
@@ -158,7 +192,7 @@ impl EtcdCluster {
                 m.child = None;
                 return Err(format!("etcd {} exited with {status}: {}", m.name, m.log()));
             }
-            if healthy(m.client) {
+            if healthy(m.metrics) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -243,6 +277,54 @@ impl Drop for EtcdCluster {
                 }
                 let _ = child.wait();
             }
+        }
+    }
+}
+
+/// TLS material for an etcd serving clients over TLS: a CA, the server's
+/// certificate for 127.0.0.1 and a client certificate, all PEM files.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates a fresh CA and certificates into `dir`.
+    pub fn generate(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf("localhost");
+        let (client_cert, client_key) = leaf("mcsd-client");
+        Self {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
         }
     }
 }

@@ -76,6 +76,20 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // the whole key space
 }
 
+/// etcd hangs up on a TLS client without a certificate when it requires
+/// one, and the transport only says the connection broke: say what to check.
+fn with_tls_hint(settings: &EtcdSettings, detail: String) -> String {
+    let broke = ["connection closed", "broken pipe", "transport error"]
+        .iter()
+        .any(|m| detail.contains(m));
+    match &settings.tls {
+        Some(tls) if tls.identity.is_none() && broke => format!(
+            "{detail}; if etcd requires client certificates (--client-cert-auth), set store.etcd.cert and store.etcd.key"
+        ),
+        _ => detail,
+    }
+}
+
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the etcd {what} {}: {e}", path.display()))
 }
@@ -128,7 +142,7 @@ impl EtcdStore {
         )
         .await
         .map_err(|_| open_err(format!("no answer within {:?}", settings.timeout)))?
-        .map_err(|e| open_err(e.to_string()))?;
+        .map_err(|e| open_err(with_tls_hint(settings, e.to_string())))?;
         let store = Self {
             kv: client.kv_client(),
             client,
@@ -140,7 +154,7 @@ impl EtcdStore {
         };
         store.check_format(range).await.map_err(|e| match e {
             StoreError::Unreachable { detail, .. } | StoreError::Io { detail, .. } => {
-                open_err(detail)
+                open_err(with_tls_hint(settings, detail))
             }
             other => other,
         })?;
