@@ -7,7 +7,8 @@
 //! How the crate is laid out:
 //! - [`level`], [`id`], [`reservation`]: the vocabulary, validated at the edge;
 //! - [`allocator`]: the pair pool, an O(1) random pick among free pairs;
-//! - [`store`]: the durable records and the backend trait ([`store::sled`]);
+//! - [`store`]: the durable records and the backend trait: [`store::sled`]
+//!   for one host, [`store::etcd`] for one pool shared by several hosts;
 //! - [`engine`]: the single writer, batching changes into group commits;
 //! - [`context`]: label templates and the host's SELinux state;
 //! - [`service`]: the gRPC adapter, the only module that knows tonic;

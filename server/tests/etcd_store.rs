@@ -408,3 +408,40 @@ async fn an_engine_follows_other_instances_again_after_its_etcd_member_restarts(
     wait_for(3).await;
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_keeps_losing_gives_up_after_bounded_attempts_with_a_clear_error() {
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/lose/");
+    // c0.c4: 10 pairs, all taken by another instance the engine cannot see.
+    let deaf = Deaf(EtcdStore::connect(&settings, range("c0.c4")).await.unwrap());
+    let engine = Engine::start(Arc::new(deaf), engine_config("c0.c4"))
+        .await
+        .unwrap();
+    let other = EtcdStore::connect(&settings, range("c0.c4")).await.unwrap();
+    let r = range("c0.c4");
+    for i in 0..r.pairs() {
+        let level = r.level_at(mcsd::level::PairIndex(i)).to_string();
+        let taken = record(&format!("o{i}"), &level);
+        assert_eq!(other.commit(vec![claim(&taken)]).await, vec![Ok(())]);
+    }
+    let err = engine.allocate(request("mine")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, AllocError::Store(StoreError::Conflict(_))),
+        "{text}"
+    );
+    assert!(
+        text.contains("gave up after 8 attempts") && text.contains("through another mcsd"),
+        "{text}"
+    );
+    // Each lost race taught the pool a held pair: the 2 left are tried next,
+    // then the range is known to be full.
+    let err = engine.allocate(request("again")).await.unwrap_err();
+    assert!(matches!(err, AllocError::Exhausted { .. }), "{err}");
+    assert_eq!(
+        engine.get(&ContainerId::new("mine").unwrap()).await.ok(),
+        None
+    );
+    engine.shutdown().await.unwrap();
+}
