@@ -17,6 +17,8 @@
 //! [`Store::changes`] then follows the prefix from the next revision.
 
 mod feed;
+mod load;
+mod open;
 mod txn;
 
 use std::future::Future;
@@ -25,20 +27,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    TlsOptions, Txn as EtcdTxn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{Client, GetOptions, KvClient, Txn as EtcdTxn, TxnOp, TxnOpResponse};
 use futures_util::future::join_all;
 
 use self::feed::{EtcdFeed, OwnWrites};
-use super::backend::EtcdSettings;
-use super::codec::{self, FORMAT_KEY, FORMAT_VERSION};
+use super::codec;
 use super::{
     AllocationRecord, ChangeFeed, GroupRecord, Holder, LoadSink, ReadBatch, Store, StoreError, Txn,
 };
 use crate::id::{ContainerId, GroupKey};
-use crate::level::{CategoryRange, Level};
+use crate::level::Level;
 
 /// Key of the category range every instance sharing the prefix uses.
 pub const RANGE_KEY: &[u8] = b"meta/range";
@@ -76,91 +74,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // the whole key space
 }
 
-/// etcd hangs up on a TLS client without a certificate when it requires
-/// one, and the transport only says the connection broke: say what to check.
-fn with_tls_hint(settings: &EtcdSettings, detail: String) -> String {
-    let broke = ["connection closed", "broken pipe", "transport error"]
-        .iter()
-        .any(|m| detail.contains(m));
-    match &settings.tls {
-        Some(tls) if tls.identity.is_none() && broke => format!(
-            "{detail}; if etcd requires client certificates (--client-cert-auth), set store.etcd.cert and store.etcd.key"
-        ),
-        _ => detail,
-    }
-}
-
-fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the etcd {what} {}: {e}", path.display()))
-}
-
 impl EtcdStore {
-    /// Connects, and checks that the prefix holds mcsd's format and the same
-    /// category `range` (recording both if the prefix is empty).
-    pub async fn connect(
-        settings: &EtcdSettings,
-        range: CategoryRange,
-    ) -> Result<Self, StoreError> {
-        let description = format!(
-            "etcd {} prefix {}",
-            settings.endpoints.join(","),
-            settings.prefix
-        );
-        let open_err = |detail: String| StoreError::Open {
-            path: description.clone().into(),
-            detail,
-        };
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(settings.timeout)
-            // Notices a member that vanished without closing the connection
-            // (its host died); etcd refuses pings more often than every 5 s.
-            .with_keep_alive(Duration::from_secs(10), settings.timeout)
-            // A member cut off from the others has no leader: refuse its
-            // answers rather than read stale data from it.
-            .with_require_leader(true);
-        if let Some(tls) = &settings.tls {
-            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(
-                read_file("CA", &tls.ca).map_err(open_err)?,
-            ));
-            if let Some((cert, key)) = &tls.identity {
-                config = config.identity(Identity::from_pem(
-                    read_file("client certificate", cert).map_err(open_err)?,
-                    read_file("client key", key).map_err(open_err)?,
-                ));
-            }
-            options = options.with_tls(config);
-        }
-        if let Some(auth) = &settings.auth {
-            let password = auth.password.read().map_err(open_err)?;
-            options = options
-                .with_user(auth.user.clone(), password)
-                .with_auto_token_refresh(true);
-        }
-        let client = tokio::time::timeout(
-            settings.timeout,
-            Client::connect(&settings.endpoints, Some(options)),
-        )
-        .await
-        .map_err(|_| open_err(format!("no answer within {:?}", settings.timeout)))?
-        .map_err(|e| open_err(with_tls_hint(settings, e.to_string())))?;
-        let store = Self {
-            kv: client.kv_client(),
-            client,
-            prefix: settings.prefix.as_bytes().to_vec(),
-            description: description.clone(),
-            timeout: settings.timeout,
-            own: Arc::default(),
-            loaded_at: AtomicI64::new(0),
-        };
-        store.check_format(range).await.map_err(|e| match e {
-            StoreError::Unreachable { detail, .. } | StoreError::Io { detail, .. } => {
-                open_err(with_tls_hint(settings, detail))
-            }
-            other => other,
-        })?;
-        Ok(store)
-    }
-
     fn key(&self, logical: &[u8]) -> Vec<u8> {
         [self.prefix.as_slice(), logical].concat()
     }
@@ -254,159 +168,6 @@ impl EtcdStore {
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
-    /// Records the format and range in an empty prefix, or checks them.
-    async fn check_format(&self, range: CategoryRange) -> Result<(), StoreError> {
-        let format_key = self.key(FORMAT_KEY);
-        let range_key = self.key(RANGE_KEY);
-        let empty = Compare::version(self.prefix.clone(), CompareOp::Equal, 0)
-            .with_range(prefix_end(&self.prefix));
-        let response = self
-            .txn(
-                EtcdTxn::new()
-                    .when([empty])
-                    .and_then([
-                        TxnOp::put(format_key.clone(), FORMAT_VERSION.to_be_bytes(), None),
-                        TxnOp::put(range_key.clone(), range.to_string(), None),
-                    ])
-                    .or_else([TxnOp::get(format_key, None), TxnOp::get(range_key, None)]),
-                false,
-            )
-            .await?;
-        if response.succeeded() {
-            return Ok(());
-        }
-        let values: Vec<Option<Vec<u8>>> = response
-            .op_responses()
-            .into_iter()
-            .map(|r| match r {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
-                _ => None,
-            })
-            .collect();
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: self.description.clone().into(),
-            detail,
-        };
-        let Some(Some(format)) = values.first() else {
-            return Err(corrupt("it holds records but no format version".into()));
-        };
-        let found = <[u8; 4]>::try_from(format.as_slice())
-            .map(u32::from_be_bytes)
-            .map_err(|_| {
-                corrupt(format!(
-                    "format version record is {} bytes, not 4",
-                    format.len()
-                ))
-            })?;
-        if found != FORMAT_VERSION {
-            return Err(StoreError::UnknownFormat {
-                path: self.description.clone().into(),
-                found: found.to_string(),
-                supported: FORMAT_VERSION,
-            });
-        }
-        let Some(Some(stored)) = values.get(1) else {
-            return Err(corrupt("it holds records but no category range".into()));
-        };
-        let stored = String::from_utf8_lossy(stored);
-        if stored != range.to_string() {
-            return Err(StoreError::Open {
-                path: self.description.clone().into(),
-                detail: format!(
-                    "the mcsd instances sharing it hand out categories {stored}, but this one is configured with {range}; \
-                     every instance sharing a prefix must use the same categories (to change them for all, stop them, \
-                     set {}{} to the new range with etcdctl, and start them with it)",
-                    String::from_utf8_lossy(&self.prefix),
-                    String::from_utf8_lossy(RANGE_KEY),
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Feeds every key in `[start, end)` at `revision` to `each`, a page at
-    /// a time.
-    async fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        revision: i64,
-        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut from = self.key(start);
-        let end = self.key(end);
-        loop {
-            let options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE)
-                .with_revision(revision);
-            let response = self.get(from.clone(), Some(options)).await?;
-            for kv in response.kvs() {
-                let key = &kv.key()[self.prefix.len()..];
-                each(key, kv.value())?;
-            }
-            match response.kvs().last() {
-                Some(last) if response.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => return Ok(()),
-            }
-        }
-    }
-
-    /// Looks for a key outside the known ones in the gaps between them, in
-    /// one transaction; returns it and the revision the check read at.
-    async fn first_unknown_key(&self) -> Result<(Option<Vec<u8>>, i64), StoreError> {
-        let after = |k: &[u8]| [k, &[0][..]].concat();
-        let end_of = |p: &[u8]| prefix_end(p);
-        let gaps: Vec<(Vec<u8>, Vec<u8>)> = vec![
-            (Vec::new(), codec::ALLOCATION_PREFIX.to_vec()),
-            (
-                end_of(codec::ALLOCATION_PREFIX),
-                codec::GROUP_PREFIX.to_vec(),
-            ),
-            (end_of(codec::GROUP_PREFIX), FORMAT_KEY.to_vec()),
-            (after(FORMAT_KEY), RANGE_KEY.to_vec()),
-            (after(RANGE_KEY), codec::PAIR_PREFIX.to_vec()),
-            (
-                end_of(codec::PAIR_PREFIX),
-                codec::RESERVATION_PREFIX.to_vec(),
-            ),
-            // An empty end: up to the end of the whole prefix.
-            (end_of(codec::RESERVATION_PREFIX), Vec::new()),
-        ];
-        let reads: Vec<TxnOp> = gaps
-            .iter()
-            .map(|(start, end)| {
-                let end = if end.is_empty() {
-                    prefix_end(&self.prefix)
-                } else {
-                    self.key(end)
-                };
-                TxnOp::get(
-                    self.key(start),
-                    Some(
-                        GetOptions::new()
-                            .with_range(end)
-                            .with_limit(1)
-                            .with_keys_only(),
-                    ),
-                )
-            })
-            .collect();
-        let response = self.txn(EtcdTxn::new().and_then(reads), true).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        for read in response.op_responses() {
-            if let TxnOpResponse::Get(get) = read {
-                if let Some(kv) = get.kvs().first() {
-                    return Ok((Some(kv.key()[self.prefix.len()..].to_vec()), revision));
-                }
-            }
-        }
-        Ok((None, revision))
-    }
-
     async fn commit_one(&self, txn: &Txn) -> Result<(), StoreError> {
         let planned = txn::plan(txn);
         let response = self
@@ -462,64 +223,7 @@ impl Store for EtcdStore {
     }
 
     async fn load(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
-        let (unknown, revision) = self.first_unknown_key().await?;
-        if let Some(key) = unknown {
-            return Err(self.corrupt(&key, "unexpected key"));
-        }
-        let end = prefix_end;
-        self.scan(
-            codec::RESERVATION_PREFIX,
-            &end(codec::RESERVATION_PREFIX),
-            revision,
-            |k, v| {
-                let record = codec::decode_reservation(v).map_err(|e| self.corrupt(k, e))?;
-                if codec::reservation_key(record.reservation) != k {
-                    return Err(self.corrupt(k, "key does not match the reservation it holds"));
-                }
-                sink.reservation(record)
-            },
-        )
-        .await?;
-        self.scan(
-            codec::PAIR_PREFIX,
-            &end(codec::PAIR_PREFIX),
-            revision,
-            |k, v| {
-                let level = codec::decode_pair_key(k).map_err(|e| self.corrupt(k, e))?;
-                let holder = codec::decode_holder(v).map_err(|e| self.corrupt(k, e))?;
-                sink.pair(level, holder)
-            },
-        )
-        .await?;
-        self.scan(
-            codec::GROUP_PREFIX,
-            &end(codec::GROUP_PREFIX),
-            revision,
-            |k, v| {
-                let record = codec::decode_group(v).map_err(|e| self.corrupt(k, e))?;
-                if codec::group_key(&record.key) != k {
-                    return Err(self.corrupt(k, "key does not match the group it holds"));
-                }
-                sink.group(record)
-            },
-        )
-        .await?;
-        self.scan(
-            codec::ALLOCATION_PREFIX,
-            &end(codec::ALLOCATION_PREFIX),
-            revision,
-            |k, v| {
-                let record = codec::decode_allocation(v).map_err(|e| self.corrupt(k, e))?;
-                if codec::allocation_key(&record.container_id) != k {
-                    return Err(self.corrupt(k, "key does not match the allocation it holds"));
-                }
-                sink.allocation(record)
-            },
-        )
-        .await?;
-        self.loaded_at.store(revision, Ordering::SeqCst);
-        self.own.forget_through(revision);
-        Ok(())
+        self.load_all(sink).await
     }
 
     async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError> {

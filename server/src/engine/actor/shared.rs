@@ -1,0 +1,268 @@
+//! The actor's side of a store shared by several mcsd instances: waiting
+//! for requests while following the other instances' changes, reloading a
+//! view that fell out of step, reading a batch's records in one round trip,
+//! and planning again a request that lost a race.
+//!
+//! With a store only this process writes (sled) there is no feed and no
+//! conflict, and all of this reduces to waiting for requests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{Actor, Change, Command};
+use crate::engine::follow;
+use crate::engine::view::{self, View};
+use crate::error::AllocError;
+use crate::id::{ContainerId, GroupKey};
+use crate::store::{AllocationRecord, ChangeFeed, GroupRecord, StoreChange, StoreError};
+
+/// Times an Allocate or Release is planned before a lost race in a shared
+/// store is reported to the caller.
+pub(in crate::engine) const MAX_ATTEMPTS: u32 = 8;
+
+/// Wait between attempts to reload a view that fell out of step while the
+/// store does not answer.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+/// Records read for the batch being planned. Valid for the whole planning
+/// pass: a request only reads records no earlier request of the batch
+/// changes (those are deferred), and the store's compares catch anything
+/// another instance changed meanwhile.
+#[derive(Default)]
+pub(super) struct ReadCache {
+    pub allocations: HashMap<ContainerId, Option<AllocationRecord>>,
+    pub groups: HashMap<GroupKey, Option<GroupRecord>>,
+}
+
+impl Change {
+    /// Why applying this committed change would leave the view's counters
+    /// wrong: it removes something the view has not counted yet, which
+    /// happens when another instance sharing the store created it and the
+    /// change feed has not reported that yet.
+    pub(super) fn out_of_step(&self, view: &View) -> Option<String> {
+        match self {
+            Change::Release {
+                record,
+                group_deleted,
+                ..
+            } => {
+                if *group_deleted && view.groups == 0 {
+                    return Some(format!(
+                        "released the last member of group {} before the group was counted",
+                        record.group.as_ref().map_or("", |g| g.as_str())
+                    ));
+                }
+                (view.containers == 0 || !view.owners.contains_key(&record.owner)).then(|| {
+                    format!(
+                        "released an allocation of owner {} before it was counted",
+                        record.owner
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Actor {
+    /// Follows what other instances change in a shared store.
+    pub(in crate::engine) fn following(mut self, feed: Option<Box<dyn ChangeFeed>>) -> Self {
+        self.feed = feed;
+        self
+    }
+
+    /// Waits for the next request, applying other instances' changes (and
+    /// reloading the view if it fell out of step) while it waits.
+    pub(super) async fn next_command(&mut self) -> Option<Command> {
+        enum Event {
+            Command(Option<Command>),
+            Changes(Option<Vec<StoreChange>>),
+            RetryResync,
+        }
+        loop {
+            self.resync_if_due().await;
+            let retry_at = self.resync.as_ref().map(|(_, at)| *at);
+            let event = match self.feed.as_mut() {
+                Some(feed) => tokio::select! {
+                    biased;
+                    cmd = self.rx.recv() => Event::Command(cmd),
+                    changes = feed.next() => Event::Changes(changes),
+                },
+                None => match retry_at {
+                    Some(at) => tokio::select! {
+                        cmd = self.rx.recv() => Event::Command(cmd),
+                        _ = tokio::time::sleep_until(at.into()) => Event::RetryResync,
+                    },
+                    None => Event::Command(self.rx.recv().await),
+                },
+            };
+            match event {
+                Event::Command(cmd) => return cmd,
+                Event::Changes(Some(changes)) => self.apply_changes(changes),
+                Event::Changes(None) => {
+                    self.feed = None;
+                    self.out_of_step("the store's change feed ended".into());
+                }
+                Event::RetryResync => {}
+            }
+        }
+    }
+
+    /// Applies every change the feed has ready, without waiting.
+    pub(super) fn catch_up(&mut self) {
+        while let Some(changes) = self.feed.as_mut().and_then(|f| f.try_next()) {
+            self.apply_changes(changes);
+        }
+    }
+
+    fn apply_changes(&mut self, changes: Vec<StoreChange>) {
+        for change in changes {
+            if let StoreChange::Resync(reason) = change {
+                // The feed stops after this; a reload starts a new one.
+                self.feed = None;
+                self.out_of_step(reason);
+                return;
+            }
+            if let Err(reason) = follow::apply(&mut self.view, self.config.range, change) {
+                self.out_of_step(reason);
+            }
+        }
+    }
+
+    pub(super) fn out_of_step(&mut self, reason: String) {
+        if self.resync.is_none() {
+            tracing::warn!(%reason, "the view is out of step with the shared store; reloading it");
+            self.resync = Some((reason, Instant::now()));
+        }
+    }
+
+    /// Reloads the view (and restarts the feed) if it is out of step and
+    /// the last attempt is long enough ago.
+    pub(super) async fn resync_if_due(&mut self) {
+        let Some((reason, at)) = self.resync.take() else {
+            return;
+        };
+        if Instant::now() < at {
+            self.resync = Some((reason, at));
+            return;
+        }
+        let _write = self.gate.write().await;
+        match view::load(&*self.store, self.config.range).await {
+            Ok(view) => {
+                self.view = view;
+                self.feed = self.store.changes();
+                let stats = self.view.stats();
+                tracing::info!(
+                    held = stats.pool.held,
+                    containers = stats.containers,
+                    "view reloaded from the shared store"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the view; retrying shortly");
+                self.resync = Some((reason, Instant::now() + RESYNC_RETRY));
+            }
+        }
+    }
+
+    /// Reads the records the batch's requests will look at, in one call.
+    pub(super) async fn prefetch(&mut self, batch: &[Command]) {
+        self.reads = ReadCache::default();
+        let mut ids = Vec::new();
+        let mut groups = Vec::new();
+        for cmd in batch {
+            let cmd = match cmd {
+                Command::Retry(cmd, _) => cmd,
+                cmd => cmd,
+            };
+            match cmd {
+                Command::Allocate(req, _) => {
+                    ids.push(req.container_id.clone());
+                    groups.extend(req.group.clone());
+                }
+                Command::Release(id, _) => ids.push(id.clone()),
+                _ => {}
+            }
+        }
+        if ids.is_empty() {
+            return;
+        }
+        // On failure plan from single reads, which report their own errors.
+        if let Ok(read) = self.store.read_batch(&ids, &groups).await {
+            self.reads.allocations = ids.into_iter().zip(read.allocations).collect();
+            self.reads.groups = groups.into_iter().zip(read.groups).collect();
+        }
+    }
+
+    pub(super) async fn read_allocation(
+        &mut self,
+        id: &ContainerId,
+    ) -> Result<Option<AllocationRecord>, StoreError> {
+        match self.reads.allocations.remove(id) {
+            Some(record) => Ok(record),
+            None => self.store.allocation(id).await,
+        }
+    }
+
+    pub(super) async fn read_group(
+        &mut self,
+        key: &GroupKey,
+    ) -> Result<Option<GroupRecord>, StoreError> {
+        match self.reads.groups.remove(key) {
+            Some(record) => Ok(record),
+            None => self.store.group(key).await,
+        }
+    }
+
+    /// A change lost a race with another instance sharing the store: plan
+    /// it again, unless it has lost too often.
+    pub(super) async fn conflicted(&mut self, change: Change, why: String) {
+        let (cmd, attempt) = match change {
+            Change::Allocate {
+                record,
+                claimed,
+                request,
+                attempt,
+                reply,
+                ..
+            } => {
+                if let Some(index) = claimed {
+                    // If another instance holds the pair now, keep it out of
+                    // the pool (the feed confirms it later); else put it back.
+                    if !matches!(self.store.holder(record.level).await, Ok(Some(_))) {
+                        self.view.pool.release(index);
+                    }
+                }
+                (Command::Allocate(*request, reply), attempt)
+            }
+            Change::Release {
+                record,
+                attempt,
+                reply,
+                ..
+            } => (Command::Release(record.container_id, reply), attempt),
+            other => {
+                other.failed(&mut self.view, AllocError::Store(StoreError::Conflict(why)));
+                return;
+            }
+        };
+        if attempt < MAX_ATTEMPTS {
+            tracing::debug!(attempt, %why, "lost a race in the shared store; planning again");
+            self.deferred
+                .push_front(Command::Retry(Box::new(cmd), attempt));
+            return;
+        }
+        let error = AllocError::Store(StoreError::Conflict(format!(
+            "gave up after {MAX_ATTEMPTS} attempts: each time, another mcsd sharing the store changed the same records first (last: {why}); retry"
+        )));
+        match cmd {
+            Command::Allocate(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Release(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            _ => unreachable!("only allocations and releases are retried"),
+        }
+    }
+}

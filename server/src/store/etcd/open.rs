@@ -1,0 +1,173 @@
+//! Opening the etcd store: the connection (TLS, credentials, keep-alives)
+//! and the check that the prefix holds mcsd's format and category range.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, TlsOptions, Txn as EtcdTxn,
+    TxnOp, TxnOpResponse,
+};
+
+use super::{prefix_end, EtcdStore, RANGE_KEY};
+use crate::level::CategoryRange;
+use crate::store::backend::EtcdSettings;
+use crate::store::codec::{FORMAT_KEY, FORMAT_VERSION};
+use crate::store::StoreError;
+
+/// etcd hangs up on a TLS client without a certificate when it requires
+/// one, and the transport only says the connection broke: say what to check.
+fn with_tls_hint(settings: &EtcdSettings, detail: String) -> String {
+    let broke = ["connection closed", "broken pipe", "transport error"]
+        .iter()
+        .any(|m| detail.contains(m));
+    match &settings.tls {
+        Some(tls) if tls.identity.is_none() && broke => format!(
+            "{detail}; if etcd requires client certificates (--client-cert-auth), set store.etcd.cert and store.etcd.key"
+        ),
+        _ => detail,
+    }
+}
+
+fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the etcd {what} {}: {e}", path.display()))
+}
+
+impl EtcdStore {
+    /// Connects, and checks that the prefix holds mcsd's format and the same
+    /// category `range` (recording both if the prefix is empty).
+    pub async fn connect(
+        settings: &EtcdSettings,
+        range: CategoryRange,
+    ) -> Result<Self, StoreError> {
+        let description = format!(
+            "etcd {} prefix {}",
+            settings.endpoints.join(","),
+            settings.prefix
+        );
+        let open_err = |detail: String| StoreError::Open {
+            path: description.clone().into(),
+            detail,
+        };
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(settings.timeout)
+            // Notices a member that vanished without closing the connection
+            // (its host died); etcd refuses pings more often than every 5 s.
+            .with_keep_alive(Duration::from_secs(10), settings.timeout)
+            // A member cut off from the others has no leader: refuse its
+            // answers rather than read stale data from it.
+            .with_require_leader(true);
+        if let Some(tls) = &settings.tls {
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(
+                read_file("CA", &tls.ca).map_err(open_err)?,
+            ));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(
+                    read_file("client certificate", cert).map_err(open_err)?,
+                    read_file("client key", key).map_err(open_err)?,
+                ));
+            }
+            options = options.with_tls(config);
+        }
+        if let Some(auth) = &settings.auth {
+            let password = auth.password.read().map_err(open_err)?;
+            options = options
+                .with_user(auth.user.clone(), password)
+                .with_auto_token_refresh(true);
+        }
+        let client = tokio::time::timeout(
+            settings.timeout,
+            Client::connect(&settings.endpoints, Some(options)),
+        )
+        .await
+        .map_err(|_| open_err(format!("no answer within {:?}", settings.timeout)))?
+        .map_err(|e| open_err(with_tls_hint(settings, e.to_string())))?;
+        let store = Self {
+            kv: client.kv_client(),
+            client,
+            prefix: settings.prefix.as_bytes().to_vec(),
+            description: description.clone(),
+            timeout: settings.timeout,
+            own: Arc::default(),
+            loaded_at: AtomicI64::new(0),
+        };
+        store.check_format(range).await.map_err(|e| match e {
+            StoreError::Unreachable { detail, .. } | StoreError::Io { detail, .. } => {
+                open_err(with_tls_hint(settings, detail))
+            }
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Records the format and range in an empty prefix, or checks them.
+    async fn check_format(&self, range: CategoryRange) -> Result<(), StoreError> {
+        let format_key = self.key(FORMAT_KEY);
+        let range_key = self.key(RANGE_KEY);
+        let empty = Compare::version(self.prefix.clone(), CompareOp::Equal, 0)
+            .with_range(prefix_end(&self.prefix));
+        let response = self
+            .txn(
+                EtcdTxn::new()
+                    .when([empty])
+                    .and_then([
+                        TxnOp::put(format_key.clone(), FORMAT_VERSION.to_be_bytes(), None),
+                        TxnOp::put(range_key.clone(), range.to_string(), None),
+                    ])
+                    .or_else([TxnOp::get(format_key, None), TxnOp::get(range_key, None)]),
+                false,
+            )
+            .await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let values: Vec<Option<Vec<u8>>> = response
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .collect();
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: self.description.clone().into(),
+            detail,
+        };
+        let Some(Some(format)) = values.first() else {
+            return Err(corrupt("it holds records but no format version".into()));
+        };
+        let found = <[u8; 4]>::try_from(format.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| {
+                corrupt(format!(
+                    "format version record is {} bytes, not 4",
+                    format.len()
+                ))
+            })?;
+        if found != FORMAT_VERSION {
+            return Err(StoreError::UnknownFormat {
+                path: self.description.clone().into(),
+                found: found.to_string(),
+                supported: FORMAT_VERSION,
+            });
+        }
+        let Some(Some(stored)) = values.get(1) else {
+            return Err(corrupt("it holds records but no category range".into()));
+        };
+        let stored = String::from_utf8_lossy(stored);
+        if stored != range.to_string() {
+            return Err(StoreError::Open {
+                path: self.description.clone().into(),
+                detail: format!(
+                    "the mcsd instances sharing it hand out categories {stored}, but this one is configured with {range}; \
+                     every instance sharing a prefix must use the same categories (to change them for all, stop them, \
+                     set {}{} to the new range with etcdctl, and start them with it)",
+                    String::from_utf8_lossy(&self.prefix),
+                    String::from_utf8_lossy(RANGE_KEY),
+                ),
+            });
+        }
+        Ok(())
+    }
+}
