@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod id;
 pub mod level;
+pub mod malloc;
 pub mod reservation;
 pub mod service;
 pub mod socket;

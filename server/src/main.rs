@@ -85,6 +85,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    mcsd::malloc::limit_arenas();
     let args = Args::parse();
     init_logging(args.log_format);
     let result = config(&args).and_then(|config| {

@@ -23,7 +23,7 @@ use crate::level::Level;
 
 /// sled's page cache; the engine reads records rarely (Get, List, and once
 /// per mutation), so a small cache keeps RSS low at full occupancy.
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 4 << 20;
 
 /// The sled-backed [`Store`].
 pub struct SledStore {
