@@ -24,6 +24,7 @@ async fn daemon(range: &str) -> Setup {
         process_template: Some("system_u:system_r:container_t".parse().unwrap()),
         file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
         host_contexts: vec![],
+        ..Config::default()
     };
     let daemon = Daemon::start(&config).await.unwrap();
     Setup {

@@ -4,12 +4,14 @@
 //! Unknown keys and bad values are refused with `file:line` and what is
 //! wrong, so a typo cannot silently fall back to a default.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::auth::{accounts, AuthConfig};
 use crate::context::{host_contexts_candidates, Template};
 use crate::level::CategoryRange;
 
@@ -35,6 +37,8 @@ pub struct Config {
     pub file_template: Option<Template>,
     /// Host contexts files to read templates from when not configured.
     pub host_contexts: Vec<PathBuf>,
+    /// Who may call what (`[auth]`).
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -46,6 +50,7 @@ impl Default for Config {
             process_template: None,
             file_template: None,
             host_contexts: host_contexts_candidates(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -100,6 +105,24 @@ struct FileConfig {
     state_dir: Option<Spanned<PathBuf>>,
     categories: Option<Spanned<String>>,
     labels: Option<LabelsSection>,
+    auth: Option<AuthSection>,
+}
+
+/// A uid or gid given as a number or a name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Account {
+    Id(u32),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    admin_uids: Option<Vec<Spanned<Account>>>,
+    admin_groups: Option<Vec<Spanned<Account>>>,
+    reader_uids: Option<Vec<Spanned<Account>>>,
+    reader_groups: Option<Vec<Spanned<Account>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +190,65 @@ impl Config {
                 );
             }
         }
+        if let Some(auth) = file.auth {
+            let resolve = |key: &'static str,
+                           list: Option<Vec<Spanned<Account>>>,
+                           lookup: fn(&str) -> std::io::Result<Option<u32>>,
+                           kind: &str|
+             -> Result<BTreeSet<u32>, ConfigError> {
+                let mut ids = BTreeSet::new();
+                for entry in list.unwrap_or_default() {
+                    let span = entry.span();
+                    match entry.into_inner() {
+                        Account::Id(id) => ids.insert(id),
+                        Account::Name(name) => match lookup(&name) {
+                            Ok(Some(id)) => ids.insert(id),
+                            Ok(None) => {
+                                return Err(value_err(
+                                    key,
+                                    span,
+                                    format!("no {kind} named {name:?} on this host; create it or give a numeric id"),
+                                ))
+                            }
+                            Err(e) => {
+                                return Err(value_err(
+                                    key,
+                                    span,
+                                    format!("cannot look up {kind} {name:?}: {e}"),
+                                ))
+                            }
+                        },
+                    };
+                }
+                Ok(ids)
+            };
+            self.auth = AuthConfig {
+                admin_uids: resolve(
+                    "auth.admin_uids",
+                    auth.admin_uids,
+                    accounts::uid_by_name,
+                    "user",
+                )?,
+                admin_gids: resolve(
+                    "auth.admin_groups",
+                    auth.admin_groups,
+                    accounts::gid_by_name,
+                    "group",
+                )?,
+                reader_uids: resolve(
+                    "auth.reader_uids",
+                    auth.reader_uids,
+                    accounts::uid_by_name,
+                    "user",
+                )?,
+                reader_gids: resolve(
+                    "auth.reader_groups",
+                    auth.reader_groups,
+                    accounts::gid_by_name,
+                    "group",
+                )?,
+            };
+        }
         Ok(self)
     }
 
@@ -214,6 +296,19 @@ mod tests {
     }
 
     #[test]
+    fn auth_accepts_numbers_and_names() {
+        let c = parse(
+            "[auth]\nadmin_uids = [1000, \"root\"]\nadmin_groups = [\"root\"]\n\
+             reader_uids = [2000]\nreader_groups = [65534]\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.admin_uids, [0, 1000].into());
+        assert_eq!(c.auth.admin_gids, [0].into());
+        assert_eq!(c.auth.reader_uids, [2000].into());
+        assert_eq!(c.auth.reader_gids, [65534].into());
+    }
+
+    #[test]
     fn an_empty_file_keeps_the_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.range, CategoryRange::FULL);
@@ -246,6 +341,13 @@ mod tests {
             ),
             ("[labels]\nfile = \"a:b:c\"\nextra = 1\n", ":3:", "extra"),
             ("socket = \n", ":1:", ""),
+            (
+                "[auth]\nadmin_groups = [\"root\",\n  \"no-such-group-mcsd\"]\n",
+                ":3: auth.admin_groups:",
+                "no group named \"no-such-group-mcsd\"",
+            ),
+            ("[auth]\nreader_uids = [-1]\n", ":2:", ""),
+            ("[auth]\nwriters = [1]\n", ":2:", "writers"),
         ];
         for (text, location, hint) in cases {
             let err = parse(text).unwrap_err().to_string();

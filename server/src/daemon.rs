@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::auth::Policy;
 use crate::config::Config;
 use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
@@ -108,7 +109,9 @@ impl Daemon {
             source,
         })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = LabelsServer::new(LabelService::new(engine.clone()))
+        let policy = Policy::new(config.auth.clone(), rustix::process::geteuid().as_raw());
+        let policy = Arc::new(std::sync::RwLock::new(policy));
+        let service = LabelsServer::new(LabelService::new(engine.clone(), policy))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let server = tokio::spawn(
             tonic::transport::Server::builder()

@@ -14,6 +14,7 @@
 //! - [`socket`], [`config`], [`daemon`]: running it as a service.
 
 pub mod allocator;
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod daemon;

@@ -13,6 +13,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::{Caller, Denied, Policy, Role};
 use crate::context::mount_option;
 use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
 use crate::error::AllocError;
@@ -24,16 +25,82 @@ use crate::store::{AllocationRecord, ReservationRecord, StoreError};
 /// Allocations per streamed List message.
 const LIST_CHUNK: usize = 512;
 
+/// The role policy in force; replaceable while serving (configuration
+/// reload).
+pub type SharedPolicy = std::sync::Arc<std::sync::RwLock<Policy>>;
+
 /// The `mcs.v1.Labels` service.
 #[derive(Clone)]
 pub struct LabelService {
     engine: Engine,
+    policy: SharedPolicy,
 }
 
 impl LabelService {
-    /// A service backed by `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self { engine }
+    /// A service backed by `engine`, deciding roles with `policy`.
+    pub fn new(engine: Engine, policy: SharedPolicy) -> Self {
+        Self { engine, policy }
+    }
+
+    /// The caller, if it holds `role`; refusals are logged for the audit
+    /// trail.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        method: &'static str,
+        role: Role,
+    ) -> Result<Caller, Status> {
+        let Some(caller) = caller(request) else {
+            tracing::warn!(target: "mcsd::audit", method, "refused: no peer credentials");
+            return Err(Status::permission_denied(format!(
+                "{method} refused: mcsd could not read the caller's credentials (it only serves local Unix socket clients)"
+            )));
+        };
+        let decision = self
+            .policy
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(&caller, method, role);
+        decision.map(|()| caller.clone()).map_err(|denied| {
+            tracing::warn!(
+                target: "mcsd::audit",
+                method,
+                uid = caller.uid,
+                pid = caller.pid,
+                needed = %role,
+                "refused"
+            );
+            denied.into()
+        })
+    }
+}
+
+/// Records a state-changing call and its outcome in the structured log.
+fn audit<T>(caller: &Caller, method: &'static str, subject: &str, result: &Result<T, Status>) {
+    match result {
+        Ok(_) => tracing::info!(
+            target: "mcsd::audit",
+            method,
+            uid = caller.uid,
+            pid = caller.pid,
+            subject,
+            result = "ok"
+        ),
+        Err(status) => tracing::info!(
+            target: "mcsd::audit",
+            method,
+            uid = caller.uid,
+            pid = caller.pid,
+            subject,
+            result = ?status.code(),
+            message = status.message()
+        ),
+    }
+}
+
+impl From<Denied> for Status {
+    fn from(d: Denied) -> Status {
+        Status::permission_denied(d.to_string())
     }
 }
 
@@ -86,13 +153,17 @@ fn reservation(value: &str) -> Result<Reservation, Status> {
     value.parse().map_err(|e| AllocError::from(e).into())
 }
 
-/// The caller's uid, from the Unix socket's peer credentials.
-fn caller_uid<T>(request: &Request<T>) -> Option<u32> {
-    request
+/// The caller, from the Unix socket's peer credentials.
+fn caller<T>(request: &Request<T>) -> Option<Caller> {
+    let cred = request
         .extensions()
         .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .map(|cred| cred.uid())
+        .and_then(|info| info.peer_cred)?;
+    Some(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    })
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -152,47 +223,60 @@ impl Labels for LabelService {
         &self,
         request: Request<pb::AllocateRequest>,
     ) -> Result<Response<pb::AllocateResponse>, Status> {
-        let uid = caller_uid(&request);
+        let caller = self.authorize(&request, "Allocate", Role::Admin)?;
         let req = request.into_inner();
-        let owner = match optional(req.owner, Owner::new)? {
-            Some(owner) => owner,
-            None => Owner::new(uid.map_or_else(|| "unknown".to_owned(), |u| format!("uid:{u}")))
-                .map_err(|e| Status::from(AllocError::from(e)))?,
-        };
-        let request = AllocateRequest {
-            container_id: container_id(req.container_id)?,
-            owner,
-            group: optional(req.group, GroupKey::new)?,
-            level: if req.level.is_empty() {
-                None
-            } else {
-                Some(level(&req.level)?)
-            },
-        };
-        let allocated = self.engine.allocate(request).await?;
-        Ok(Response::new(pb::AllocateResponse {
-            allocation: Some(allocation_to_proto(&allocated.record)),
-            created: allocated.created,
-        }))
+        let subject = req.container_id.clone();
+        let result = async {
+            let owner = match optional(req.owner, Owner::new)? {
+                Some(owner) => owner,
+                None => Owner::new(format!("uid:{}", caller.uid))
+                    .map_err(|e| Status::from(AllocError::from(e)))?,
+            };
+            let request = AllocateRequest {
+                container_id: container_id(req.container_id)?,
+                owner,
+                group: optional(req.group, GroupKey::new)?,
+                level: if req.level.is_empty() {
+                    None
+                } else {
+                    Some(level(&req.level)?)
+                },
+            };
+            let allocated = self.engine.allocate(request).await?;
+            Ok(Response::new(pb::AllocateResponse {
+                allocation: Some(allocation_to_proto(&allocated.record)),
+                created: allocated.created,
+            }))
+        }
+        .await;
+        audit(&caller, "Allocate", &subject, &result);
+        result
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let id = container_id(request.into_inner().container_id)?;
-        let released = self.engine.release(id).await?;
-        Ok(Response::new(pb::ReleaseResponse {
-            released: released.record.is_some(),
-            allocation: released.record.as_ref().map(allocation_to_proto),
-            level_freed: released.level_freed,
-        }))
+        let caller = self.authorize(&request, "Release", Role::Admin)?;
+        let subject = request.into_inner().container_id;
+        let result = async {
+            let released = self.engine.release(container_id(subject.clone())?).await?;
+            Ok(Response::new(pb::ReleaseResponse {
+                released: released.record.is_some(),
+                allocation: released.record.as_ref().map(allocation_to_proto),
+                level_freed: released.level_freed,
+            }))
+        }
+        .await;
+        audit(&caller, "Release", &subject, &result);
+        result
     }
 
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
+        self.authorize(&request, "Get", Role::Reader)?;
         let id = container_id(request.into_inner().container_id)?;
         let record = self.engine.get(&id).await?;
         Ok(Response::new(allocation_to_proto(&record)))
@@ -204,6 +288,7 @@ impl Labels for LabelService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<ListStream>, Status> {
+        self.authorize(&request, "List", Role::Reader)?;
         let req = request.into_inner();
         let filter = ListFilter {
             owner: optional(req.owner, Owner::new)?,
@@ -253,32 +338,45 @@ impl Labels for LabelService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let target = reservation(&request.into_inner().target)?;
-        let reserved = self.engine.reserve(target).await?;
-        Ok(Response::new(pb::ReserveResponse {
-            reservation: Some(reservation_to_proto(&reserved.record)),
-            created: reserved.created,
-            pairs_covered: reserved.covered,
-            pairs_held: reserved.held,
-        }))
+        let caller = self.authorize(&request, "Reserve", Role::Admin)?;
+        let subject = request.into_inner().target;
+        let result = async {
+            let reserved = self.engine.reserve(reservation(&subject)?).await?;
+            Ok(Response::new(pb::ReserveResponse {
+                reservation: Some(reservation_to_proto(&reserved.record)),
+                created: reserved.created,
+                pairs_covered: reserved.covered,
+                pairs_held: reserved.held,
+            }))
+        }
+        .await;
+        audit(&caller, "Reserve", &subject, &result);
+        result
     }
 
     async fn unreserve(
         &self,
         request: Request<pb::UnreserveRequest>,
     ) -> Result<Response<pb::UnreserveResponse>, Status> {
-        let target = reservation(&request.into_inner().target)?;
-        let unreserved = self.engine.unreserve(target).await?;
-        Ok(Response::new(pb::UnreserveResponse {
-            removed: unreserved.removed,
-            pairs_freed: unreserved.freed,
-        }))
+        let caller = self.authorize(&request, "Unreserve", Role::Admin)?;
+        let subject = request.into_inner().target;
+        let result = async {
+            let unreserved = self.engine.unreserve(reservation(&subject)?).await?;
+            Ok(Response::new(pb::UnreserveResponse {
+                removed: unreserved.removed,
+                pairs_freed: unreserved.freed,
+            }))
+        }
+        .await;
+        audit(&caller, "Unreserve", &subject, &result);
+        result
     }
 
     async fn list_reservations(
         &self,
-        _request: Request<pb::ListReservationsRequest>,
+        request: Request<pb::ListReservationsRequest>,
     ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        self.authorize(&request, "ListReservations", Role::Reader)?;
         let reservations = self.engine.reservations().await?;
         Ok(Response::new(pb::ListReservationsResponse {
             reservations: reservations.iter().map(reservation_to_proto).collect(),
@@ -287,8 +385,9 @@ impl Labels for LabelService {
 
     async fn stats(
         &self,
-        _request: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.authorize(&request, "Stats", Role::Reader)?;
         Ok(Response::new(stats_to_proto(self.engine.stats().await?)))
     }
 }
