@@ -89,6 +89,8 @@ async fn roles_come_from_peer_credentials_and_changes_are_audited() {
             admin_gids: [ADMIN_GROUP].into(),
             ..Default::default()
         },
+        scan_in_use: false,
+        ..Config::default()
     };
     let daemon = Daemon::start(&config).await.unwrap();
     let socket = config.socket.clone();

@@ -24,6 +24,8 @@ async fn daemon(range: &str) -> Setup {
         process_template: Some("system_u:system_r:container_t".parse().unwrap()),
         file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
         host_contexts: vec![],
+        // Pairs of this host's running processes must not change the counts.
+        scan_in_use: false,
         ..Config::default()
     };
     let daemon = Daemon::start(&config).await.unwrap();
@@ -252,4 +254,53 @@ async fn a_listing_piped_into_a_closed_reader_exits_quietly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_takes_ids_from_arguments_and_stdin() {
+    let s = daemon("c0.c9").await;
+    for id in ["a", "b", "c", "d"] {
+        stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", "podman"]));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+        .arg("--socket")
+        .arg(&s.socket)
+        .args([
+            "-o",
+            "json",
+            "reconcile",
+            "--owner",
+            "podman",
+            "--keep",
+            "a",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"b\n  c\n").unwrap();
+    let r = json(&child.wait_with_output().unwrap());
+    let released: Vec<&str> = r["released"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["container_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(released, ["d"]);
+    assert_eq!(
+        (r["kept"].as_u64(), r["unknown"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let table = stdout(&mcsctl(
+        &s.socket,
+        &["reconcile", "--owner", "podman", "--dry-run"],
+    ));
+    assert!(table.contains("would release a ("), "{table}");
+    assert!(table.contains("podman: would release 3, kept 0"), "{table}");
+    let e = one_line_error(&mcsctl(&s.socket, &["reconcile", "--owner", "bad owner"]));
+    assert!(e.contains("owner contains ' '"), "{e}");
 }

@@ -39,6 +39,10 @@ pub struct Config {
     pub host_contexts: Vec<PathBuf>,
     /// Who may call what (`[auth]`).
     pub auth: AuthConfig,
+    /// Whether to hold the pairs of running processes at start (`[in_use]`).
+    pub scan_in_use: bool,
+    /// Where to find them (`/proc`; tests use a made-up tree).
+    pub proc_root: PathBuf,
 }
 
 impl Default for Config {
@@ -51,6 +55,8 @@ impl Default for Config {
             file_template: None,
             host_contexts: host_contexts_candidates(),
             auth: AuthConfig::default(),
+            scan_in_use: true,
+            proc_root: "/proc".into(),
         }
     }
 }
@@ -106,6 +112,14 @@ struct FileConfig {
     categories: Option<Spanned<String>>,
     labels: Option<LabelsSection>,
     auth: Option<AuthSection>,
+    in_use: Option<InUseSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InUseSection {
+    scan: Option<bool>,
+    proc_root: Option<Spanned<PathBuf>>,
 }
 
 /// A uid or gid given as a number or a name.
@@ -188,6 +202,16 @@ impl Config {
                         .parse()
                         .map_err(|e| value_err("labels.file", file.span(), format!("{e}")))?,
                 );
+            }
+        }
+        if let Some(in_use) = file.in_use {
+            if let Some(scan) = in_use.scan {
+                self.scan_in_use = scan;
+            }
+            if let Some(root) = in_use.proc_root {
+                let span = root.span();
+                self.proc_root = absolute("in_use.proc_root", root.into_inner())
+                    .map_err(|m| value_err("in_use.proc_root", span, m))?;
             }
         }
         if let Some(auth) = file.auth {

@@ -21,6 +21,8 @@ use crate::auth::Policy;
 use crate::config::Config;
 use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
+use crate::error::AllocError;
+use crate::inuse;
 use crate::service::LabelService;
 use crate::socket::{BoundSocket, SocketError};
 use crate::store::sled::SledStore;
@@ -33,6 +35,34 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// client that keeps its connection open without answering (hung, stopped)
 /// must not hold mcsd's shutdown hostage.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Holds the pairs running processes use, before any client can ask for
+/// one. A scan that cannot read the process table is logged, not fatal:
+/// mcsd is still the better allocator without it.
+async fn adopt_running(engine: &Engine, proc_root: &Path) -> Result<(), DaemonError> {
+    let in_use = match inuse::scan(proc_root) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(proc = %proc_root.display(), error = %e, "cannot scan running processes for labels in use");
+            return Ok(());
+        }
+    };
+    let adopted = inuse::adopt(engine, &in_use)
+        .await
+        .map_err(DaemonError::Adopt)?;
+    for (level, pid) in &adopted.held {
+        tracing::info!(%level, pid, "pair in use by a running process; held as owner running");
+    }
+    tracing::info!(
+        levels_in_use = in_use.len(),
+        newly_held = adopted.held.len(),
+        already_allocated = adopted.already_allocated,
+        not_allocatable = adopted.not_allocatable,
+        released_gone = adopted.released.len(),
+        "scanned running processes for labels in use"
+    );
+    Ok(())
+}
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +90,9 @@ pub enum DaemonError {
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] SocketError),
+    /// Holding the pairs of running processes failed (the store refused).
+    #[error("cannot hold the labels running processes use: {0}")]
+    Adopt(AllocError),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -101,6 +134,10 @@ impl Daemon {
             },
         )
         .await?;
+
+        if config.scan_in_use {
+            adopt_running(&engine, &config.proc_root).await?;
+        }
 
         let mut socket = BoundSocket::bind(&config.socket)?;
         let listener = socket.listener().map_err(|source| SocketError::Io {
