@@ -152,6 +152,38 @@ impl Client {
         Ok(self.inner.allocate(request.0).await?.into_inner())
     }
 
+    /// Releases every allocation of `owner` whose id is not in `keep` (and
+    /// that was made before this call). The ids are streamed in chunks, so
+    /// any number fits.
+    pub async fn reconcile(
+        &mut self,
+        owner: impl Into<String>,
+        keep: Vec<String>,
+        dry_run: bool,
+    ) -> Result<proto::ReconcileResponse, ClientError> {
+        const CHUNK: usize = 1024;
+        let owner = owner.into();
+        let mut messages = Vec::with_capacity(keep.len() / CHUNK + 1);
+        let mut ids = keep.into_iter().peekable();
+        loop {
+            let chunk: Vec<String> = ids.by_ref().take(CHUNK).collect();
+            messages.push(proto::ReconcileRequest {
+                owner: if messages.is_empty() {
+                    owner.clone()
+                } else {
+                    String::new()
+                },
+                keep: chunk,
+                dry_run,
+            });
+            if ids.peek().is_none() {
+                break;
+            }
+        }
+        let stream = tokio_stream::iter(messages);
+        Ok(self.inner.reconcile(stream).await?.into_inner())
+    }
+
     /// Releases a container's label; succeeds whether or not it held one.
     pub async fn release(
         &mut self,

@@ -19,11 +19,16 @@ use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
 use crate::error::AllocError;
 use crate::id::{ContainerId, GroupKey, IdError, Owner};
 use crate::level::Level;
+use crate::reconcile::{reconcile, ReconcileRequest};
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, StoreError};
 
 /// Allocations per streamed List message.
 const LIST_CHUNK: usize = 512;
+
+/// Most ids a Reconcile may keep: far above any host's container count,
+/// low enough that a runaway client cannot exhaust mcsd's memory.
+pub const MAX_RECONCILE_KEEP: usize = 1 << 20;
 
 /// The role policy in force; replaceable while serving (configuration
 /// reload).
@@ -389,5 +394,65 @@ impl Labels for LabelService {
     ) -> Result<Response<pb::StatsResponse>, Status> {
         self.authorize(&request, "Stats", Role::Reader)?;
         Ok(Response::new(stats_to_proto(self.engine.stats().await?)))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<tonic::Streaming<pb::ReconcileRequest>>,
+    ) -> Result<Response<pb::ReconcileResponse>, Status> {
+        let caller = self.authorize(&request, "Reconcile", Role::Admin)?;
+        let mut stream = request.into_inner();
+        let Some(first) = stream.message().await? else {
+            return Err(Status::invalid_argument(
+                "Reconcile needs at least one message naming the owner",
+            ));
+        };
+        let owner = optional(first.owner, Owner::new)?.ok_or_else(|| {
+            Status::invalid_argument(
+                "Reconcile: the first message must name the owner whose allocations are reconciled",
+            )
+        })?;
+        let subject = owner.to_string();
+        let result = async {
+            let mut keep = std::collections::HashSet::new();
+            let mut add = |ids: Vec<String>| -> Result<(), Status> {
+                for id in ids {
+                    keep.insert(container_id(id)?);
+                    if keep.len() > MAX_RECONCILE_KEEP {
+                        return Err(Status::invalid_argument(format!(
+                            "Reconcile: more than {MAX_RECONCILE_KEEP} ids to keep"
+                        )));
+                    }
+                }
+                Ok(())
+            };
+            add(first.keep)?;
+            while let Some(more) = stream.message().await? {
+                if !more.owner.is_empty() && more.owner != owner.as_str() {
+                    return Err(Status::invalid_argument(format!(
+                        "Reconcile: a later message names owner {:?}, but this call reconciles {owner}",
+                        more.owner
+                    )));
+                }
+                add(more.keep)?;
+            }
+            let done = reconcile(
+                &self.engine,
+                ReconcileRequest {
+                    owner: owner.clone(),
+                    keep,
+                    dry_run: first.dry_run,
+                },
+            )
+            .await?;
+            Ok(Response::new(pb::ReconcileResponse {
+                released: done.released.iter().map(allocation_to_proto).collect(),
+                kept: done.kept,
+                unknown: done.unknown,
+            }))
+        }
+        .await;
+        audit(&caller, "Reconcile", &subject, &result);
+        result
     }
 }

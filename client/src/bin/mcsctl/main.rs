@@ -5,7 +5,7 @@
 
 mod output;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,6 +79,19 @@ enum Command {
     },
     /// List reservations
     Reservations,
+    /// Release every allocation of OWNER except the containers that still exist
+    Reconcile {
+        /// The runtime whose allocations are reconciled, e.g. podman
+        #[arg(long)]
+        owner: String,
+        /// Ids of containers that still exist; `-` reads more ids from stdin
+        /// (whitespace-separated)
+        #[arg(long, num_args = 0..)]
+        keep: Vec<String>,
+        /// Only show what would be released
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
@@ -240,6 +253,50 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 Format::Table => writeln!(out, "no reservation {target}; nothing removed")?,
             }
         }
+        Command::Reconcile {
+            owner,
+            keep,
+            dry_run,
+        } => {
+            let mut ids = Vec::with_capacity(keep.len());
+            for id in keep {
+                if id == "-" {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map_err(|e| Failure::Input(format!("cannot read ids from stdin: {e}")))?;
+                    ids.extend(text.split_whitespace().map(str::to_owned));
+                } else {
+                    ids.push(id);
+                }
+            }
+            let r = client.reconcile(owner.clone(), ids, dry_run).await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "owner": owner,
+                        "dry_run": dry_run,
+                        "released": r.released.iter().map(output::allocation_json).collect::<Vec<_>>(),
+                        "kept": r.kept,
+                        "unknown": r.unknown,
+                    }),
+                )?,
+                Format::Table => {
+                    let verb = if dry_run { "would release" } else { "released" };
+                    for a in &r.released {
+                        writeln!(out, "{verb} {} ({})", a.container_id, a.level)?;
+                    }
+                    writeln!(
+                        out,
+                        "{owner}: {verb} {}, kept {}, {} id(s) to keep held nothing",
+                        r.released.len(),
+                        r.kept,
+                        r.unknown
+                    )?;
+                }
+            }
+        }
         Command::Reservations => {
             let reservations = client.reservations().await?;
             match format {
@@ -318,6 +375,8 @@ enum Failure {
     Client(#[from] ClientError),
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    #[error("{0}")]
+    Input(String),
 }
 
 fn main() -> ExitCode {
