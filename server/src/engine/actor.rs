@@ -173,6 +173,9 @@ pub(super) struct Actor {
     config: EngineConfig,
     rng: StdRng,
     deferred: VecDeque<Command>,
+    /// The last recovery failed (the disk was still full, say): retry it
+    /// before planning anything else, since planning reads the store too.
+    broken: Option<StoreError>,
 }
 
 impl Actor {
@@ -192,6 +195,7 @@ impl Actor {
             // A CSPRNG seeded by the OS: labels must not be predictable.
             rng: StdRng::from_os_rng(),
             deferred: VecDeque::new(),
+            broken: None,
         }
     }
 
@@ -233,6 +237,9 @@ impl Actor {
     /// Plans, commits and answers one batch. Returns the shutdown reply if
     /// the batch asked to stop.
     async fn process(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        if let Some(error) = self.broken.take() {
+            self.recover(error).await;
+        }
         let mut touched: HashSet<Entity> = HashSet::new();
         let mut txns = Vec::new();
         let mut changes = Vec::new();
@@ -241,6 +248,27 @@ impl Actor {
         let mut shutdown = None;
 
         for cmd in batch {
+            // While the store cannot be reopened, changes fail with the
+            // reason (a full disk, say) instead of a generic I/O error.
+            let cmd = match (&self.broken, cmd) {
+                (Some(e), Command::Allocate(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::Release(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::Reserve(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::Unreserve(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (_, cmd) => cmd,
+            };
             let step = match cmd {
                 Command::Allocate(req, reply) => self.plan_allocate(req, reply, &touched).await,
                 Command::Release(id, reply) => self.plan_release(id, reply, &touched).await,
@@ -320,10 +348,11 @@ impl Actor {
                 self.view = view;
                 tracing::info!("store recovered; state reloaded");
             }
-            // The view was reverted to its pre-batch state; the next commit
-            // fails again and retries recovery.
+            // The view was reverted to its pre-batch state; the next request
+            // retries recovery first.
             Err(e) => {
-                tracing::error!(error = %e, "store recovery failed; mcsd will retry with the next change")
+                tracing::error!(error = %e, "store recovery failed; mcsd will retry with the next request");
+                self.broken = Some(error);
             }
         }
     }
