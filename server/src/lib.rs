@@ -25,6 +25,7 @@ pub mod inuse;
 pub mod level;
 pub mod malloc;
 pub mod reconcile;
+pub mod relabel;
 pub mod reservation;
 pub mod service;
 pub mod socket;

@@ -1,0 +1,381 @@
+//! The tree walk: parallel over directories, relative to directory
+//! descriptors, never following a symlink, writing only labels that differ.
+//!
+//! Each directory is a job. Workers keep their own LIFO deque (depth-first,
+//! so few directories are pending at once) and steal from the others when
+//! idle. A job holds its parent's descriptor and its own name, and is opened
+//! with `O_NOFOLLOW | O_DIRECTORY` only when a worker takes it: memory and
+//! open descriptors grow with the tree's depth and the pending directories,
+//! never with the number of files.
+
+use std::borrow::Cow;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use super::xattr;
+
+/// What kind of entry a label is for (policy lookups depend on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link (the link itself).
+    Symlink,
+    /// A fifo, socket or device node.
+    Other,
+}
+
+/// Decides the label each entry should have.
+pub trait LabelFor: Sync {
+    /// The one label every entry gets, if it does not depend on the entry:
+    /// lets the walk skip building paths.
+    fn fixed(&self) -> Option<&[u8]>;
+    /// The label for the entry at `path`; `None` leaves it as it is.
+    fn label_for(&self, path: &Path, kind: Kind) -> Result<Option<Cow<'_, [u8]>>, String>;
+}
+
+/// Running totals, readable while the walk goes on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Entries examined.
+    pub seen: AtomicU64,
+    /// Entries whose label was written.
+    pub changed: AtomicU64,
+    /// Entries that already had the label (nothing written).
+    pub unchanged: AtomicU64,
+    /// Entries that could not be labeled.
+    pub failed: AtomicU64,
+    /// Mount points not entered.
+    pub mounts_skipped: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Entries examined.
+    pub seen: u64,
+    /// Labels written.
+    pub changed: u64,
+    /// Labels already right.
+    pub unchanged: u64,
+    /// Entries that could not be labeled.
+    pub failed: u64,
+    /// Mount points not entered.
+    pub mounts_skipped: u64,
+}
+
+impl Counters {
+    /// The totals now.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            seen: self.seen.load(Ordering::Relaxed),
+            changed: self.changed.load(Ordering::Relaxed),
+            unchanged: self.unchanged.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            mounts_skipped: self.mounts_skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One entry that could not be labeled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    /// Where.
+    pub path: PathBuf,
+    /// Why.
+    pub error: String,
+}
+
+/// How many entry errors are kept with their paths; the rest are counted.
+pub const KEPT_ERRORS: usize = 8;
+
+/// Walk settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Enter file systems mounted below the root.
+    pub cross_mounts: bool,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+enum Source {
+    Root(OwnedFd),
+    Child { parent: Arc<OwnedFd>, name: CString },
+}
+
+struct Job {
+    source: Source,
+    path: PathBuf,
+}
+
+struct Shared<'a> {
+    labels: &'a dyn LabelFor,
+    counters: &'a Counters,
+    errors: &'a Mutex<Vec<EntryError>>,
+    root_dev: u64,
+    cross_mounts: bool,
+    injector: Injector<Job>,
+    stealers: Vec<Stealer<Job>>,
+    /// Jobs queued or running; the walk ends when it drops to zero.
+    pending: AtomicUsize,
+}
+
+/// Labels the tree under the open directory `root` (at `root_path`, used in
+/// messages and policy lookups), root included. Per-entry failures are
+/// counted in `counters` and the first [`KEPT_ERRORS`] kept in `errors`.
+pub fn walk(
+    root: OwnedFd,
+    root_path: &Path,
+    labels: &dyn LabelFor,
+    options: Options,
+    counters: &Counters,
+    errors: &Mutex<Vec<EntryError>>,
+) -> std::io::Result<()> {
+    let root_dev = rustix::fs::fstat(&root)?.st_dev;
+    let threads = options.threads.max(1);
+    let workers: Vec<Worker<Job>> = (0..threads).map(|_| Worker::new_lifo()).collect();
+    let shared = Shared {
+        labels,
+        counters,
+        errors,
+        root_dev,
+        cross_mounts: options.cross_mounts,
+        injector: Injector::new(),
+        stealers: workers.iter().map(Worker::stealer).collect(),
+        pending: AtomicUsize::new(1),
+    };
+    shared.injector.push(Job {
+        source: Source::Root(root),
+        path: root_path.to_owned(),
+    });
+    std::thread::scope(|scope| {
+        for (index, local) in workers.into_iter().enumerate() {
+            let shared = &shared;
+            std::thread::Builder::new()
+                .name(format!("mcsd-relabel-{index}"))
+                .spawn_scoped(scope, move || shared.run(index, &local))
+                .expect("spawn a relabel worker");
+        }
+    });
+    Ok(())
+}
+
+impl Shared<'_> {
+    fn run(&self, index: usize, local: &Worker<Job>) {
+        let mut idle = 0u32;
+        loop {
+            match self.find(index, local) {
+                Some(job) => {
+                    idle = 0;
+                    self.directory(job, local);
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                None if self.pending.load(Ordering::Acquire) == 0 => return,
+                None => {
+                    // Others are still reading directories that may hold
+                    // more work: back off instead of burning a core.
+                    idle += 1;
+                    if idle < 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            }
+        }
+    }
+
+    fn find(&self, index: usize, local: &Worker<Job>) -> Option<Job> {
+        local.pop().or_else(|| loop {
+            let mut retry = false;
+            match self.injector.steal_batch_and_pop(local) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            for (i, stealer) in self.stealers.iter().enumerate() {
+                if i == index {
+                    continue;
+                }
+                match stealer.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        })
+    }
+
+    fn fail(&self, path: impl FnOnce() -> PathBuf, error: String) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_ERRORS {
+            kept.push(EntryError {
+                path: path(),
+                error,
+            });
+        }
+    }
+
+    /// Opens, labels and reads one directory; queues its subdirectories.
+    fn directory(&self, job: Job, local: &Worker<Job>) {
+        let fd = match job.source {
+            Source::Root(fd) => fd,
+            Source::Child { parent, name } => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                match rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        self.counters.seen.fetch_add(1, Ordering::Relaxed);
+                        return self.fail(|| job.path.clone(), describe(e.into(), true));
+                    }
+                }
+            }
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if st.st_dev != self.root_dev && !self.cross_mounts => {
+                self.counters.mounts_skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.counters.seen.fetch_add(1, Ordering::Relaxed);
+                return self.fail(|| job.path.clone(), describe(e.into(), false));
+            }
+        }
+        self.counters.seen.fetch_add(1, Ordering::Relaxed);
+        match self.want(&job.path, Kind::Dir) {
+            Ok(Some(want)) => self.apply(
+                xattr::get_fd(&fd),
+                &want,
+                |label| xattr::set_fd(&fd, label),
+                || job.path.clone(),
+            ),
+            Ok(None) => {}
+            Err(e) => self.fail(|| job.path.clone(), e),
+        }
+
+        let fd = Arc::new(fd);
+        let mut dir = match rustix::fs::Dir::read_from(&*fd) {
+            Ok(dir) => dir,
+            Err(e) => return self.fail(|| job.path.clone(), describe(e.into(), false)),
+        };
+        while let Some(entry) = dir.read() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return self.fail(|| job.path.clone(), describe(e.into(), false)),
+            };
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let mut file_type = entry.file_type();
+            if file_type == FileType::Unknown {
+                // Some file systems do not fill d_type.
+                match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => file_type = FileType::from_raw_mode(st.st_mode),
+                    Err(e) => {
+                        self.counters.seen.fetch_add(1, Ordering::Relaxed);
+                        self.fail(|| child(&job.path, name), describe(e.into(), true));
+                        continue;
+                    }
+                }
+            }
+            let kind = match file_type {
+                FileType::Directory => {
+                    self.pending.fetch_add(1, Ordering::AcqRel);
+                    local.push(Job {
+                        source: Source::Child {
+                            parent: fd.clone(),
+                            name: name.to_owned(),
+                        },
+                        path: child(&job.path, name),
+                    });
+                    continue;
+                }
+                FileType::RegularFile => Kind::File,
+                FileType::Symlink => Kind::Symlink,
+                _ => Kind::Other,
+            };
+            self.counters.seen.fetch_add(1, Ordering::Relaxed);
+            let want = match self.labels.fixed() {
+                Some(label) => Ok(Some(Cow::Borrowed(label))),
+                None => self.labels.label_for(&child(&job.path, name), kind),
+            };
+            match want {
+                Ok(Some(want)) => {
+                    let at = xattr::entry_path(fd.as_fd(), name);
+                    self.apply(
+                        xattr::get_at(&at),
+                        &want,
+                        |label| xattr::set_at(&at, label),
+                        || child(&job.path, name),
+                    )
+                }
+                Ok(None) => {}
+                Err(e) => self.fail(|| child(&job.path, name), e),
+            }
+        }
+    }
+
+    fn want(&self, path: &Path, kind: Kind) -> Result<Option<Cow<'_, [u8]>>, String> {
+        match self.labels.fixed() {
+            Some(label) => Ok(Some(Cow::Borrowed(label))),
+            None => self.labels.label_for(path, kind),
+        }
+    }
+
+    /// Writes `want` unless `current` already is it.
+    fn apply(
+        &self,
+        current: std::io::Result<Option<Vec<u8>>>,
+        want: &[u8],
+        set: impl FnOnce(&[u8]) -> std::io::Result<()>,
+        path: impl FnOnce() -> PathBuf,
+    ) {
+        match current {
+            Ok(Some(label)) if label == want => {
+                self.counters.unchanged.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => match set(want) {
+                Ok(()) => {
+                    self.counters.changed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => self.fail(path, describe(e, true)),
+            },
+            Err(e) => self.fail(path, describe(e, true)),
+        }
+    }
+}
+
+fn child(parent: &Path, name: &CStr) -> PathBuf {
+    parent.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+/// A per-entry error in words an operator can act on.
+fn describe(e: std::io::Error, entry: bool) -> String {
+    use rustix::io::Errno;
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    match errno {
+        Some(Errno::NOTSUP) => "the file system does not support security labels (ENOTSUP)".into(),
+        Some(Errno::NOENT) if entry => "vanished during the relabel (ENOENT)".into(),
+        Some(Errno::LOOP) | Some(Errno::NOTDIR) if entry => {
+            "was replaced by a symlink or a file during the relabel; not followed".into()
+        }
+        Some(Errno::PERM) | Some(Errno::ACCESS) => format!("permission denied ({e})"),
+        _ => e.to_string(),
+    }
+}
