@@ -19,7 +19,8 @@ use crate::id::{ContainerId, GroupKey};
 use crate::level::{Level, PairIndex};
 use crate::reservation::Reservation;
 use crate::store::{
-    self, AllocationRecord, GroupRecord, Holder, Op, ReservationRecord, Store, StoreError, Txn,
+    self, AllocationRecord, GroupRecord, Holder, Op, RelabeledRoot, ReservationRecord, Store,
+    StoreError, Txn,
 };
 
 /// Requests planned together at most; bounds a batch's latency.
@@ -60,6 +61,10 @@ enum Change {
     Unreserve {
         record: ReservationRecord,
         reply: Reply<Unreserved>,
+    },
+    Update {
+        record: AllocationRecord,
+        reply: Reply<AllocationRecord>,
     },
 }
 
@@ -112,6 +117,9 @@ impl Change {
                     held,
                 }));
             }
+            Change::Update { record, reply } => {
+                let _ = reply.send(Ok(record));
+            }
             Change::Unreserve { record, reply } => {
                 view.reservations.remove(&record.reservation);
                 let freed = view.pool.unreserve(record.reservation);
@@ -142,6 +150,9 @@ impl Change {
                 let _ = reply.send(Err(error));
             }
             Change::Unreserve { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Change::Update { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
         }
@@ -267,11 +278,18 @@ impl Actor {
                     let _ = reply.send(Err(AllocError::Store(e.clone())));
                     continue;
                 }
+                (Some(e), Command::AddRoot(_, _, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
                 (_, cmd) => cmd,
             };
             let step = match cmd {
                 Command::Allocate(req, reply) => self.plan_allocate(req, reply, &touched).await,
                 Command::Release(id, reply) => self.plan_release(id, reply, &touched).await,
+                Command::AddRoot(id, root, reply) => {
+                    self.plan_add_root(id, root, reply, &touched).await
+                }
                 Command::Reserve(r, reply) => self.plan_reserve(r, reply, &touched),
                 Command::Unreserve(r, reply) => self.plan_unreserve(r, reply, &touched),
                 Command::Shutdown(done) => {
@@ -458,6 +476,7 @@ impl Actor {
             group: req.group,
             level,
             created_at: now,
+            roots: Vec::new(),
         };
         ops.insert(0, Op::CreateAllocation(record.clone()));
         entities.push(Entity::Pair(index));
@@ -503,6 +522,39 @@ impl Actor {
                 )),
             }),
         }
+    }
+
+    async fn plan_add_root(
+        &mut self,
+        id: ContainerId,
+        root: RelabeledRoot,
+        reply: Reply<AllocationRecord>,
+        touched: &HashSet<Entity>,
+    ) -> Step {
+        if touched.contains(&Entity::Id(id.clone())) {
+            return Step::Defer(Command::AddRoot(id, root, reply));
+        }
+        let old = match self.store.allocation(&id).await {
+            Err(e) => return answer(reply, Err(e.into())),
+            Ok(None) => return answer(reply, Err(AllocError::NotFound(id))),
+            Ok(Some(record)) => record,
+        };
+        let mut new = old.clone();
+        match new.roots.iter_mut().find(|r| r.path == root.path) {
+            Some(known) if known.shared == root.shared => return answer(reply, Ok(old)),
+            // Relabeled again in the other mode: the original stays the
+            // one from before the first relabel.
+            Some(known) => known.shared = root.shared,
+            None => new.roots.push(root),
+        }
+        Step::Change(
+            Txn(vec![Op::UpdateAllocation {
+                old,
+                new: new.clone(),
+            }]),
+            vec![Entity::Id(id)],
+            Change::Update { record: new, reply },
+        )
     }
 
     async fn plan_release(

@@ -37,7 +37,7 @@ use crate::error::AllocError;
 use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::{CategoryRange, Level};
 use crate::reservation::Reservation;
-use crate::store::{AllocationRecord, ReservationRecord, Store, StoreError};
+use crate::store::{AllocationRecord, RelabeledRoot, ReservationRecord, Store, StoreError};
 
 /// Requests queued beyond this wait for room (backpressure).
 const QUEUE_DEPTH: usize = 8192;
@@ -138,6 +138,7 @@ type Reply<T> = oneshot::Sender<Result<T, AllocError>>;
 enum Command {
     Allocate(AllocateRequest, Reply<Allocated>),
     Release(ContainerId, Reply<Released>),
+    AddRoot(ContainerId, RelabeledRoot, Reply<AllocationRecord>),
     Reserve(Reservation, Reply<Reserved>),
     Unreserve(Reservation, Reply<Unreserved>),
     Stats(oneshot::Sender<Stats>),
@@ -223,6 +224,18 @@ impl Engine {
     /// before it returns.
     pub async fn allocate(&self, request: AllocateRequest) -> Result<Allocated, AllocError> {
         self.call(|tx| Command::Allocate(request, tx)).await
+    }
+
+    /// Records that `root` is being relabeled for container `id` (durably,
+    /// before the walk starts). The root's original label is kept from the
+    /// first time it was recorded; a later relabel only updates the mode.
+    /// `NotFound` if the id holds no allocation.
+    pub async fn add_root(
+        &self,
+        id: ContainerId,
+        root: RelabeledRoot,
+    ) -> Result<AllocationRecord, AllocError> {
+        self.call(|reply| Command::AddRoot(id, root, reply)).await
     }
 
     /// Releases the container's allocation, if any; durable before it returns.

@@ -9,11 +9,14 @@
 //! Decoding re-validates everything (ids, levels, reservations), so a damaged
 //! record is reported as corruption, naming its key, instead of being trusted.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
-use super::{AllocationRecord, GroupRecord, Holder, ReservationRecord};
+use super::{AllocationRecord, GroupRecord, Holder, RelabeledRoot, ReservationRecord};
 use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::{Category, Level};
 use crate::reservation::Reservation;
@@ -120,6 +123,19 @@ struct AllocationV1 {
     file_label: String,
     #[prost(int64, tag = "8")]
     created_at_ms: i64,
+    #[prost(message, repeated, tag = "10")]
+    roots: Vec<RootV1>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RootV1 {
+    /// Raw bytes: paths need not be UTF-8.
+    #[prost(bytes = "vec", tag = "1")]
+    path: Vec<u8>,
+    #[prost(bool, tag = "2")]
+    shared: bool,
+    #[prost(string, optional, tag = "3")]
+    original: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -168,6 +184,15 @@ pub fn encode_allocation(r: &AllocationRecord) -> Vec<u8> {
         process_label: r.process_label.clone(),
         file_label: r.file_label.clone(),
         created_at_ms: millis(r.created_at),
+        roots: r
+            .roots
+            .iter()
+            .map(|root| RootV1 {
+                path: root.path.as_os_str().as_bytes().to_vec(),
+                shared: root.shared,
+                original: root.original.clone(),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -188,6 +213,24 @@ pub fn decode_allocation(bytes: &[u8]) -> Result<AllocationRecord, DecodeError> 
         process_label: m.process_label,
         file_label: m.file_label,
         created_at: time(m.created_at_ms),
+        roots: m
+            .roots
+            .into_iter()
+            .map(|root| {
+                let path = PathBuf::from(OsString::from_vec(root.path));
+                if !path.is_absolute() {
+                    return Err(bad(format!(
+                        "relabeled root {} is not absolute",
+                        path.display()
+                    )));
+                }
+                Ok(RelabeledRoot {
+                    path,
+                    shared: root.shared,
+                    original: root.original,
+                })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -272,6 +315,18 @@ mod tests {
             process_label: "system_u:system_r:container_t:s0:c3,c700".into(),
             file_label: "system_u:object_r:container_file_t:s0:c3,c700".into(),
             created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            roots: vec![
+                RelabeledRoot {
+                    path: PathBuf::from(OsString::from_vec(b"/srv/vol\xff".to_vec())),
+                    shared: false,
+                    original: Some("system_u:object_r:var_t:s0".into()),
+                },
+                RelabeledRoot {
+                    path: "/srv/shared".into(),
+                    shared: true,
+                    original: None,
+                },
+            ],
         }
     }
 
@@ -319,6 +374,20 @@ mod tests {
             ..Default::default()
         };
         assert!(decode_allocation(&bad_id.encode_to_vec()).is_err());
+        let relative_root = AllocationV1 {
+            container_id: "x".into(),
+            owner: "o".into(),
+            low: 1,
+            high: 2,
+            roots: vec![RootV1 {
+                path: b"srv/vol".to_vec(),
+                shared: false,
+                original: None,
+            }],
+            ..Default::default()
+        };
+        let err = decode_allocation(&relative_root.encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("not absolute"), "{err}");
         assert!(decode_holder(
             &HolderV1 {
                 kind: 7,

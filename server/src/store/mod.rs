@@ -53,6 +53,20 @@ pub struct AllocationRecord {
     pub file_label: String,
     /// When the allocation was made.
     pub created_at: SystemTime,
+    /// Trees relabeled for this container, restored on release.
+    pub roots: Vec<RelabeledRoot>,
+}
+
+/// A tree relabeled for a container, recorded before the walk starts so a
+/// crash mid-walk still leaves it to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelabeledRoot {
+    /// The resolved root directory.
+    pub path: std::path::PathBuf,
+    /// Labeled with the shared label (level `s0`) rather than the private one.
+    pub shared: bool,
+    /// The root's label before its first relabel; `None` if it had none.
+    pub original: Option<String>,
 }
 
 impl AllocationRecord {
@@ -113,6 +127,13 @@ pub enum Op {
     CreateAllocation(AllocationRecord),
     /// Delete `a/<id>`, which holds this record.
     DeleteAllocation(AllocationRecord),
+    /// Replace `a/<id>`, which holds `old`, with `new` (same id).
+    UpdateAllocation {
+        /// The record expected now.
+        old: AllocationRecord,
+        /// The record to store.
+        new: AllocationRecord,
+    },
     /// Create `p/<level>`; the pair must be free.
     ClaimPair {
         /// The pair.

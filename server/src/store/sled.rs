@@ -209,6 +209,10 @@ fn add_to_batch(batch: &mut sled::Batch, op: &Op) {
             codec::encode_allocation(r),
         ),
         Op::DeleteAllocation(r) => batch.remove(codec::allocation_key(&r.container_id)),
+        Op::UpdateAllocation { new, .. } => batch.insert(
+            codec::allocation_key(&new.container_id),
+            codec::encode_allocation(new),
+        ),
         Op::ClaimPair { level, holder } => {
             batch.insert(codec::pair_key(*level), codec::encode_holder(holder))
         }
