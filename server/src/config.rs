@@ -14,6 +14,7 @@ use toml::Spanned;
 use crate::auth::{accounts, AuthConfig};
 use crate::context::{host_contexts_candidates, Template};
 use crate::level::CategoryRange;
+use crate::relabel::RelabelConfig;
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/mcsd/mcsd.toml";
@@ -43,6 +44,8 @@ pub struct Config {
     pub scan_in_use: bool,
     /// Where to find them (`/proc`; tests use a made-up tree).
     pub proc_root: PathBuf,
+    /// Volume relabeling (`[relabel]`).
+    pub relabel: RelabelConfig,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             scan_in_use: true,
             proc_root: "/proc".into(),
+            relabel: RelabelConfig::default(),
         }
     }
 }
@@ -113,6 +117,15 @@ struct FileConfig {
     labels: Option<LabelsSection>,
     auth: Option<AuthSection>,
     in_use: Option<InUseSection>,
+    relabel: Option<RelabelSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelabelSection {
+    allowlist: Option<Vec<Spanned<PathBuf>>>,
+    restore: Option<Spanned<String>>,
+    threads: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +225,35 @@ impl Config {
                 let span = root.span();
                 self.proc_root = absolute("in_use.proc_root", root.into_inner())
                     .map_err(|m| value_err("in_use.proc_root", span, m))?;
+            }
+        }
+        if let Some(relabel) = file.relabel {
+            if let Some(list) = relabel.allowlist {
+                let mut roots = Vec::with_capacity(list.len());
+                for entry in list {
+                    let span = entry.span();
+                    roots.push(
+                        absolute("relabel.allowlist", entry.into_inner())
+                            .map_err(|m| value_err("relabel.allowlist", span, m))?,
+                    );
+                }
+                self.relabel.allowlist = roots;
+            }
+            if let Some(restore) = relabel.restore {
+                self.relabel.restore = restore
+                    .get_ref()
+                    .parse()
+                    .map_err(|m| value_err("relabel.restore", restore.span(), m))?;
+            }
+            if let Some(threads) = relabel.threads {
+                if *threads.get_ref() > 1024 {
+                    return Err(value_err(
+                        "relabel.threads",
+                        threads.span(),
+                        "at most 1024; 0 means one per core".into(),
+                    ));
+                }
+                self.relabel.threads = *threads.get_ref() as usize;
             }
         }
         if let Some(auth) = file.auth {
@@ -372,6 +414,21 @@ mod tests {
             ),
             ("[auth]\nreader_uids = [-1]\n", ":2:", ""),
             ("[auth]\nwriters = [1]\n", ":2:", "writers"),
+            (
+                "[relabel]\nrestore = \"restorecon\"\n",
+                ":2: relabel.restore:",
+                "original",
+            ),
+            (
+                "[relabel]\nallowlist = [\"/srv\", \"vol\"]\n",
+                ":2: relabel.allowlist:",
+                "absolute",
+            ),
+            (
+                "[relabel]\nthreads = 5000\n",
+                ":2: relabel.threads:",
+                "1024",
+            ),
         ];
         for (text, location, hint) in cases {
             let err = parse(text).unwrap_err().to_string();

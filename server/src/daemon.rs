@@ -23,6 +23,7 @@ use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::error::AllocError;
 use crate::inuse;
+use crate::relabel::{FromPolicy, RelabelError, Relabeler, RestoreMode};
 use crate::service::LabelService;
 use crate::socket::{BoundSocket, SocketError};
 use crate::store::sled::SledStore;
@@ -90,6 +91,9 @@ pub enum DaemonError {
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] SocketError),
+    /// `restore = "policy"` cannot work on this host.
+    #[error("relabel.restore = \"policy\": {0}; use \"original\" or \"none\"")]
+    Restore(#[from] RelabelError),
     /// Holding the pairs of running processes failed (the store refused).
     #[error("cannot hold the labels running processes use: {0}")]
     Adopt(AllocError),
@@ -124,6 +128,9 @@ impl Daemon {
         }
         tracing::info!(process = %labels.process, file = %labels.file, %source, selinux = %mode, "label templates");
 
+        if config.relabel.restore == RestoreMode::Policy {
+            FromPolicy::new()?;
+        }
         create_state_dir(&config.state_dir)?;
         let store = Arc::new(SledStore::open(&config.state_dir)?);
         let engine = Engine::start(
@@ -148,7 +155,8 @@ impl Daemon {
         let (stop, stopped) = oneshot::channel::<()>();
         let policy = Policy::new(config.auth.clone(), rustix::process::geteuid().as_raw());
         let policy = Arc::new(std::sync::RwLock::new(policy));
-        let service = LabelsServer::new(LabelService::new(engine.clone(), policy))
+        let relabeler = Arc::new(Relabeler::new(config.relabel.clone(), &config.state_dir));
+        let service = LabelsServer::new(LabelService::new(engine.clone(), policy, relabeler))
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let server = tokio::spawn(
             tonic::transport::Server::builder()

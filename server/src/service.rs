@@ -3,6 +3,7 @@
 //! tonic and the generated types; everything behind it is plain Rust.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use mcs_proto::v1 as pb;
@@ -20,6 +21,8 @@ use crate::error::AllocError;
 use crate::id::{ContainerId, GroupKey, IdError, Owner};
 use crate::level::Level;
 use crate::reconcile::{reconcile, ReconcileRequest};
+use crate::relabel::volumes::{Progress, VolumeError, Volumes};
+use crate::relabel::{Outcome, Refused, Relabeler, Totals};
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, StoreError};
 
@@ -39,12 +42,19 @@ pub type SharedPolicy = std::sync::Arc<std::sync::RwLock<Policy>>;
 pub struct LabelService {
     engine: Engine,
     policy: SharedPolicy,
+    volumes: Volumes,
 }
 
 impl LabelService {
-    /// A service backed by `engine`, deciding roles with `policy`.
-    pub fn new(engine: Engine, policy: SharedPolicy) -> Self {
-        Self { engine, policy }
+    /// A service backed by `engine`, deciding roles with `policy` and
+    /// relabeling volumes with `relabeler`.
+    pub fn new(engine: Engine, policy: SharedPolicy, relabeler: Arc<Relabeler>) -> Self {
+        let volumes = Volumes::new(engine.clone(), relabeler);
+        Self {
+            engine,
+            policy,
+            volumes,
+        }
     }
 
     /// The caller, if it holds `role`; refusals are logged for the audit
@@ -100,6 +110,54 @@ fn audit<T>(caller: &Caller, method: &'static str, subject: &str, result: &Resul
             result = ?status.code(),
             message = status.message()
         ),
+    }
+}
+
+impl From<VolumeError> for Status {
+    fn from(e: VolumeError) -> Status {
+        let code = match &e {
+            VolumeError::Alloc(inner) => return Status::from(inner.clone()),
+            VolumeError::Refused(Refused::System { .. } | Refused::NotAllowed { .. }) => {
+                Code::PermissionDenied
+            }
+            VolumeError::Refused(_) => Code::InvalidArgument,
+            VolumeError::NoAllocation(_)
+            | VolumeError::Relabel(_)
+            | VolumeError::Incomplete(_)
+            | VolumeError::RestoreFailed { .. } => Code::FailedPrecondition,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+fn progress_message(root: &std::path::Path, label: &str, t: &Totals) -> pb::RelabelProgress {
+    pb::RelabelProgress {
+        seen: t.seen,
+        changed: t.changed,
+        unchanged: t.unchanged,
+        failed: t.failed,
+        mounts_skipped: t.mounts_skipped,
+        done: false,
+        root: root.display().to_string(),
+        label: label.to_owned(),
+        errors: Vec::new(),
+        seconds: 0.0,
+    }
+}
+
+fn summary_message(outcome: &Outcome, label: &str) -> pb::RelabelProgress {
+    pb::RelabelProgress {
+        done: true,
+        errors: outcome
+            .errors
+            .iter()
+            .map(|e| pb::EntryError {
+                path: e.path.display().to_string(),
+                error: e.error.clone(),
+            })
+            .collect(),
+        seconds: outcome.elapsed.as_secs_f64(),
+        ..progress_message(&outcome.root, label, &outcome.totals)
     }
 }
 
@@ -190,6 +248,15 @@ pub fn allocation_to_proto(r: &AllocationRecord) -> pb::Allocation {
         mount_option: mount_option(&r.file_label),
         file_label: r.file_label.clone(),
         created_at: Some(timestamp(r.created_at)),
+        roots: r
+            .roots
+            .iter()
+            .map(|root| pb::RelabeledRoot {
+                path: root.path.display().to_string(),
+                shared: root.shared,
+                original_label: root.original.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -221,6 +288,7 @@ fn stats_to_proto(s: Stats) -> pb::StatsResponse {
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListResponse, Status>> + Send>>;
+type RelabelStream = Pin<Box<dyn Stream<Item = Result<pb::RelabelProgress, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Labels for LabelService {
@@ -265,11 +333,21 @@ impl Labels for LabelService {
         let caller = self.authorize(&request, "Release", Role::Admin)?;
         let subject = request.into_inner().container_id;
         let result = async {
-            let released = self.engine.release(container_id(subject.clone())?).await?;
+            let (released, restored) = self.volumes.release(container_id(subject.clone())?).await?;
             Ok(Response::new(pb::ReleaseResponse {
                 released: released.record.is_some(),
                 allocation: released.record.as_ref().map(allocation_to_proto),
                 level_freed: released.level_freed,
+                restored: restored
+                    .into_iter()
+                    .map(|r| pb::RootRestore {
+                        path: r.path.display().to_string(),
+                        mode: r.mode.to_string(),
+                        changed: r.totals.changed,
+                        failed: r.totals.failed,
+                        error: r.note.unwrap_or_default(),
+                    })
+                    .collect(),
             }))
         }
         .await;
@@ -454,5 +532,71 @@ impl Labels for LabelService {
         .await;
         audit(&caller, "Reconcile", &subject, &result);
         result
+    }
+
+    type RelabelStream = RelabelStream;
+
+    async fn relabel(
+        &self,
+        request: Request<pb::RelabelRequest>,
+    ) -> Result<Response<RelabelStream>, Status> {
+        let caller = self.authorize(&request, "Relabel", Role::Admin)?;
+        let req = request.into_inner();
+        let subject = format!("{} {}", req.container_id, req.path);
+        let id = match container_id(req.container_id) {
+            Ok(id) => id,
+            Err(status) => {
+                audit(&caller, "Relabel", &subject, &Err::<(), _>(status.clone()));
+                return Err(status);
+            }
+        };
+        if req.path.is_empty() {
+            return Err(Status::invalid_argument("Relabel needs a path"));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let (progress_tx, mut progress_rx) = mpsc::channel(4);
+        let volumes = self.volumes.clone();
+        tokio::spawn(async move {
+            let work = volumes.relabel(
+                id,
+                std::path::PathBuf::from(req.path),
+                req.shared,
+                req.cross_mounts,
+                progress_tx,
+            );
+            tokio::pin!(work);
+            let forward = |(root, label, totals): Progress| {
+                // A client that stopped reading must not stall the walk.
+                let _ = tx.try_send(Ok(progress_message(&root, &label, &totals)));
+            };
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    Some(progress) = progress_rx.recv() => forward(progress),
+                    result = &mut work => break result,
+                }
+            };
+            while let Ok(progress) = progress_rx.try_recv() {
+                forward(progress);
+            }
+            let result = match result {
+                Ok(done) => {
+                    let _ = tx
+                        .send(Ok(summary_message(&done.outcome, &done.label)))
+                        .await;
+                    Ok(())
+                }
+                Err(VolumeError::Incomplete(outcome)) => {
+                    let _ = tx.send(Ok(summary_message(&outcome, ""))).await;
+                    Err(Status::from(VolumeError::Incomplete(outcome)))
+                }
+                Err(e) => Err(Status::from(e)),
+            };
+            audit(&caller, "Relabel", &subject, &result);
+            if let Err(status) = result {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

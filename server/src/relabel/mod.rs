@@ -14,6 +14,7 @@
 //! on ext4 and tmpfs; that is how the tests check it.
 
 pub mod safety;
+pub mod volumes;
 pub mod walk;
 pub mod xattr;
 
