@@ -184,6 +184,15 @@ impl Client {
         Ok(self.inner.reconcile(stream).await?.into_inner())
     }
 
+    /// Relabels the tree at `path` for the container (shared: level s0);
+    /// streams progress, the last message has `done` set.
+    pub async fn relabel(
+        &mut self,
+        request: proto::RelabelRequest,
+    ) -> Result<tonic::Streaming<proto::RelabelProgress>, ClientError> {
+        Ok(self.inner.relabel(request).await?.into_inner())
+    }
+
     /// Releases a container's label; succeeds whether or not it held one.
     pub async fn release(
         &mut self,

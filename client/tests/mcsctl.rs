@@ -304,3 +304,41 @@ async fn reconcile_takes_ids_from_arguments_and_stdin() {
     let e = one_line_error(&mcsctl(&s.socket, &["reconcile", "--owner", "bad owner"]));
     assert!(e.contains("owner contains ' '"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabel_prints_one_summary_line_and_fails_on_refused_roots() {
+    let s = daemon("c0.c9").await;
+    let vol = s._dir.path().join("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("sub/f"), "x").unwrap();
+    stdout(&mcsctl(&s.socket, &["allocate", "web"]));
+    let vol_arg = vol.display().to_string();
+    let line = stdout(&mcsctl(&s.socket, &["relabel", "web", &vol_arg]));
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "relabeled {vol_arg} to system_u:object_r:container_file_t:s0:c"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("3 entries, 3 changed, 0 already right, 0 failed"),
+        "{line}"
+    );
+    let j = json(&mcsctl(
+        &s.socket,
+        &["-o", "json", "relabel", "web", &vol_arg, "--shared"],
+    ));
+    assert_eq!(j["label"], "system_u:object_r:container_file_t:s0");
+    assert_eq!(j["changed"], 3);
+    let e = one_line_error(&mcsctl(&s.socket, &["relabel", "web", "/etc"]));
+    assert!(e.contains("/etc is refused"), "{e}");
+    let e = one_line_error(&mcsctl(&s.socket, &["relabel", "ghost", &vol_arg]));
+    assert!(e.contains("holds no allocation"), "{e}");
+    let released = stdout(&mcsctl(&s.socket, &["release", "web"]));
+    assert!(
+        released.contains(&format!("left {vol_arg} as is"))
+            || released.contains(&format!("restored {vol_arg}")),
+        "{released}"
+    );
+}

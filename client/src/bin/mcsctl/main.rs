@@ -4,6 +4,7 @@
 //! Errors print one line on stderr and exit with status 1.
 
 mod output;
+mod relabel;
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -79,6 +80,19 @@ enum Command {
     },
     /// List reservations
     Reservations,
+    /// Relabel a volume for a container (private label, or shared with --shared)
+    Relabel {
+        /// Container id
+        id: String,
+        /// The volume's root directory
+        path: PathBuf,
+        /// Label for all containers (level s0) instead of this one only
+        #[arg(long)]
+        shared: bool,
+        /// Also enter file systems mounted below the root
+        #[arg(long)]
+        cross_mounts: bool,
+    },
     /// Release every allocation of OWNER except the containers that still exist
     Reconcile {
         /// The runtime whose allocations are reconciled, e.g. podman
@@ -137,6 +151,10 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "released": response.released,
                         "level": level.clone().unwrap_or_default(),
                         "level_freed": response.level_freed,
+                        "restored": response.restored.iter().map(|r| json!({
+                            "path": r.path, "mode": r.mode, "changed": r.changed,
+                            "failed": r.failed, "note": r.error,
+                        })).collect::<Vec<_>>(),
                     }),
                 )?,
                 Format::Table if response.released => writeln!(
@@ -150,6 +168,18 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     }
                 )?,
                 Format::Table => writeln!(out, "{id} held no allocation; nothing to release")?,
+            }
+            if format == Format::Table {
+                for r in &response.restored {
+                    match r.error.as_str() {
+                        "" => writeln!(
+                            out,
+                            "restored {} ({}): {} changed",
+                            r.path, r.mode, r.changed
+                        )?,
+                        note => writeln!(out, "left {} as is: {note}", r.path)?,
+                    }
+                }
             }
         }
         Command::Get { id } => {
@@ -252,6 +282,25 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 )?,
                 Format::Table => writeln!(out, "no reservation {target}; nothing removed")?,
             }
+        }
+        Command::Relabel {
+            id,
+            path,
+            shared,
+            cross_mounts,
+        } => {
+            // Resolve relative paths here: mcsd has its own working directory.
+            let path = std::path::absolute(&path).map_err(|e| {
+                Failure::Input(format!("cannot make {} absolute: {e}", path.display()))
+            })?;
+            let request = proto::RelabelRequest {
+                container_id: id,
+                path: path.display().to_string(),
+                shared,
+                cross_mounts,
+            };
+            let mut stream = client.relabel(request).await?;
+            relabel::show(&mut stream, format, out).await?;
         }
         Command::Reconcile {
             owner,
