@@ -75,6 +75,23 @@ pub struct Totals {
 }
 
 impl Counters {
+    /// Adds a worker's local tally (workers count locally and publish once
+    /// per directory: shared counters bumped per entry would bounce their
+    /// cache line between cores on every file).
+    fn publish(&self, t: &mut Totals) {
+        let add = |c: &AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&self.seen, t.seen);
+        add(&self.changed, t.changed);
+        add(&self.unchanged, t.unchanged);
+        add(&self.failed, t.failed);
+        add(&self.mounts_skipped, t.mounts_skipped);
+        *t = Totals::default();
+    }
+
     /// The totals now.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -163,7 +180,10 @@ pub fn walk(
             let shared = &shared;
             std::thread::Builder::new()
                 .name(format!("mcsd-relabel-{index}"))
-                .spawn_scoped(scope, move || shared.run(index, &local))
+                .spawn_scoped(scope, move || {
+                    let own_cwd = xattr::own_cwd().is_ok();
+                    shared.run(index, &local, own_cwd)
+                })
                 .expect("spawn a relabel worker");
         }
     });
@@ -171,13 +191,13 @@ pub fn walk(
 }
 
 impl Shared<'_> {
-    fn run(&self, index: usize, local: &Worker<Job>) {
+    fn run(&self, index: usize, local: &Worker<Job>, own_cwd: bool) {
         let mut idle = 0u32;
         loop {
             match self.find(index, local) {
                 Some(job) => {
                     idle = 0;
-                    self.directory(job, local);
+                    self.directory(job, local, own_cwd);
                     self.pending.fetch_sub(1, Ordering::AcqRel);
                 }
                 None if self.pending.load(Ordering::Acquire) == 0 => return,
@@ -219,8 +239,8 @@ impl Shared<'_> {
         })
     }
 
-    fn fail(&self, path: impl FnOnce() -> PathBuf, error: String) {
-        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    fn fail(&self, tally: &mut Totals, path: impl FnOnce() -> PathBuf, error: String) {
+        tally.failed += 1;
         let mut kept = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() < KEPT_ERRORS {
             kept.push(EntryError {
@@ -231,7 +251,13 @@ impl Shared<'_> {
     }
 
     /// Opens, labels and reads one directory; queues its subdirectories.
-    fn directory(&self, job: Job, local: &Worker<Job>) {
+    fn directory(&self, job: Job, local: &Worker<Job>, own_cwd: bool) {
+        let mut tally = Totals::default();
+        self.read_directory(job, local, own_cwd, &mut tally);
+        self.counters.publish(&mut tally);
+    }
+
+    fn read_directory(&self, job: Job, local: &Worker<Job>, own_cwd: bool, tally: &mut Totals) {
         let fd = match job.source {
             Source::Root(fd) => fd,
             Source::Child { parent, name } => {
@@ -239,44 +265,48 @@ impl Shared<'_> {
                 match rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()) {
                     Ok(fd) => fd,
                     Err(e) => {
-                        self.counters.seen.fetch_add(1, Ordering::Relaxed);
-                        return self.fail(|| job.path.clone(), describe(e.into(), true));
+                        tally.seen += 1;
+                        return self.fail(tally, || job.path.clone(), describe(e.into(), true));
                     }
                 }
             }
         };
         match rustix::fs::fstat(&fd) {
             Ok(st) if st.st_dev != self.root_dev && !self.cross_mounts => {
-                self.counters.mounts_skipped.fetch_add(1, Ordering::Relaxed);
+                tally.mounts_skipped += 1;
                 return;
             }
             Ok(_) => {}
             Err(e) => {
-                self.counters.seen.fetch_add(1, Ordering::Relaxed);
-                return self.fail(|| job.path.clone(), describe(e.into(), false));
+                tally.seen += 1;
+                return self.fail(tally, || job.path.clone(), describe(e.into(), false));
             }
         }
-        self.counters.seen.fetch_add(1, Ordering::Relaxed);
+        tally.seen += 1;
         match self.want(&job.path, Kind::Dir) {
             Ok(Some(want)) => self.apply(
-                xattr::get_fd(&fd),
+                tally,
+                xattr::get_fd(&fd).map(|l| l.as_deref() == Some(&want[..])),
                 &want,
                 |label| xattr::set_fd(&fd, label),
                 || job.path.clone(),
             ),
             Ok(None) => {}
-            Err(e) => self.fail(|| job.path.clone(), e),
+            Err(e) => self.fail(tally, || job.path.clone(), e),
         }
 
+        // Entries are named relative to this directory: through the thread's
+        // own working directory if it has one, else through /proc.
+        let relative = own_cwd && rustix::process::fchdir(&fd).is_ok();
         let fd = Arc::new(fd);
         let mut dir = match rustix::fs::Dir::read_from(&*fd) {
             Ok(dir) => dir,
-            Err(e) => return self.fail(|| job.path.clone(), describe(e.into(), false)),
+            Err(e) => return self.fail(tally, || job.path.clone(), describe(e.into(), false)),
         };
         while let Some(entry) = dir.read() {
             let entry = match entry {
                 Ok(entry) => entry,
-                Err(e) => return self.fail(|| job.path.clone(), describe(e.into(), false)),
+                Err(e) => return self.fail(tally, || job.path.clone(), describe(e.into(), false)),
             };
             let name = entry.file_name();
             if name == c"." || name == c".." {
@@ -288,8 +318,8 @@ impl Shared<'_> {
                 match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) => file_type = FileType::from_raw_mode(st.st_mode),
                     Err(e) => {
-                        self.counters.seen.fetch_add(1, Ordering::Relaxed);
-                        self.fail(|| child(&job.path, name), describe(e.into(), true));
+                        tally.seen += 1;
+                        self.fail(tally, || child(&job.path, name), describe(e.into(), true));
                         continue;
                     }
                 }
@@ -310,23 +340,31 @@ impl Shared<'_> {
                 FileType::Symlink => Kind::Symlink,
                 _ => Kind::Other,
             };
-            self.counters.seen.fetch_add(1, Ordering::Relaxed);
+            tally.seen += 1;
             let want = match self.labels.fixed() {
                 Some(label) => Ok(Some(Cow::Borrowed(label))),
                 None => self.labels.label_for(&child(&job.path, name), kind),
             };
             match want {
                 Ok(Some(want)) => {
-                    let at = xattr::entry_path(fd.as_fd(), name);
+                    let proc_path;
+                    let at: &CStr = if relative {
+                        name
+                    } else {
+                        proc_path = CString::new(xattr::entry_path(fd.as_fd(), name))
+                            .expect("no NUL in a /proc path");
+                        &proc_path
+                    };
                     self.apply(
-                        xattr::get_at(&at),
+                        tally,
+                        xattr::has_at(at, &want),
                         &want,
-                        |label| xattr::set_at(&at, label),
+                        |label| xattr::set_name(at, label),
                         || child(&job.path, name),
                     )
                 }
                 Ok(None) => {}
-                Err(e) => self.fail(|| child(&job.path, name), e),
+                Err(e) => self.fail(tally, || child(&job.path, name), e),
             }
         }
     }
@@ -341,22 +379,23 @@ impl Shared<'_> {
     /// Writes `want` unless `current` already is it.
     fn apply(
         &self,
-        current: std::io::Result<Option<Vec<u8>>>,
+        tally: &mut Totals,
+        current: std::io::Result<bool>,
         want: &[u8],
         set: impl FnOnce(&[u8]) -> std::io::Result<()>,
         path: impl FnOnce() -> PathBuf,
     ) {
         match current {
-            Ok(Some(label)) if label == want => {
-                self.counters.unchanged.fetch_add(1, Ordering::Relaxed);
+            Ok(true) => {
+                tally.unchanged += 1;
             }
-            Ok(_) => match set(want) {
+            Ok(false) => match set(want) {
                 Ok(()) => {
-                    self.counters.changed.fetch_add(1, Ordering::Relaxed);
+                    tally.changed += 1;
                 }
-                Err(e) => self.fail(path, describe(e, true)),
+                Err(e) => self.fail(tally, path, describe(e, true)),
             },
-            Err(e) => self.fail(path, describe(e, true)),
+            Err(e) => self.fail(tally, path, describe(e, true)),
         }
     }
 }

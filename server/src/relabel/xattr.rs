@@ -1,12 +1,18 @@
 //! Reading and writing an entry's SELinux label without following links.
 //!
-//! Entries are named relative to an open directory, through that
-//! directory's `/proc/self/fd/N` path: the kernel resolves the directory by
-//! its descriptor, so renaming anything above it cannot redirect the call,
-//! and the `l*xattr` calls never follow a final symlink. Directories are
-//! labeled through their own open descriptor (`f*xattr`), which also keeps a
-//! mount point's label untouched when the walk does not cross into it.
-//! Everything here is safe Rust over rustix's syscalls.
+//! Entries are named relative to an open directory, never by a full path:
+//! renaming anything above the directory cannot redirect the call, and the
+//! `l*xattr` calls never follow a final symlink. Two ways to name them:
+//! - relative to the calling thread's own working directory, set to the
+//!   directory with `fchdir` ([`own_cwd`] gives a walker thread a working
+//!   directory of its own): one path component to resolve, the fastest;
+//! - through the directory's `/proc/self/fd/N/name` path, where a thread
+//!   cannot have its own working directory. procfs lookups cost about as
+//!   much as the xattr call itself, so this is the fallback.
+//!
+//! Directories are labeled through their own open descriptor (`f*xattr`),
+//! which also keeps a mount point's label untouched when the walk does not
+//! cross into it.
 
 use std::ffi::{CStr, OsStr};
 use std::io;
@@ -42,7 +48,21 @@ fn read(result: io::Result<usize>, buf: &[u8]) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// The label of the entry at `path` (an [`entry_path`]); `None` if it has
+/// Gives the calling thread a working directory of its own (`unshare
+/// (CLONE_FS)`), so that `fchdir` in it does not move the other threads'.
+/// Only for threads that exist for one walk.
+pub fn own_cwd() -> io::Result<()> {
+    // SAFETY: CLONE_FS unshares only the working directory, root and umask
+    // of this thread; the file descriptor table stays shared (unlike
+    // CLONE_FILES, the case rustix's safety contract is about), so every
+    // descriptor stays valid on every thread. Callers are dedicated walker
+    // threads that end with the walk.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+        .map_err(io::Error::from)
+}
+
+/// The label of the entry at `path`: an [`entry_path`], or a bare name
+/// relative to a walker thread's own working directory; `None` if it has
 /// none.
 pub fn get_at(path: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let mut buf = [0u8; MAX_LABEL];
@@ -53,8 +73,33 @@ pub fn get_at(path: &[u8]) -> io::Result<Option<Vec<u8>>> {
     )
 }
 
-/// Sets the label of the entry at `path` (an [`entry_path`]), not following
-/// a symlink.
+/// Whether the entry at `name` (as for [`get_at`]) has label `want`,
+/// compared in place: the walk asks this once per entry, so it neither
+/// zeroes nor allocates.
+pub fn has_at(name: &CStr, want: &[u8]) -> io::Result<bool> {
+    // Room for `want`, its NUL, and one byte more to tell a longer label.
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+    if want.len() + 2 > buf.len() {
+        return Ok(get_at(name.to_bytes())?.as_deref() == Some(want));
+    }
+    match rustix::fs::lgetxattr(name, SELINUX_XATTR, &mut buf[..]) {
+        Ok((found, _)) => Ok(trim(found) == want),
+        Err(rustix::io::Errno::NODATA) => Ok(false),
+        // Longer than the buffer, so longer than `want`.
+        Err(rustix::io::Errno::RANGE) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets the label of the entry at `name` (as for [`get_at`]), without
+/// copying the name.
+pub fn set_name(name: &CStr, label: &[u8]) -> io::Result<()> {
+    rustix::fs::lsetxattr(name, SELINUX_XATTR, &with_nul(label), XattrFlags::empty())
+        .map_err(io::Error::from)
+}
+
+/// Sets the label of the entry at `path` (as for [`get_at`]), not
+/// following a symlink.
 pub fn set_at(path: &[u8], label: &[u8]) -> io::Result<()> {
     let path = OsStr::from_bytes(path);
     rustix::fs::lsetxattr(path, SELINUX_XATTR, &with_nul(label), XattrFlags::empty())
@@ -77,11 +122,36 @@ pub fn set_fd(fd: impl AsFd, label: &[u8]) -> io::Result<()> {
 }
 
 /// libselinux stores contexts NUL-terminated; do the same so tools agree.
-fn with_nul(label: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(label.len() + 1);
-    v.extend_from_slice(label);
-    v.push(0);
-    v
+/// Labels fit a stack buffer (this runs once per entry written).
+fn with_nul(label: &[u8]) -> NulTerminated {
+    let mut n = NulTerminated {
+        buf: [0; 512],
+        heap: Vec::new(),
+        len: label.len() + 1,
+    };
+    if n.len <= n.buf.len() {
+        n.buf[..label.len()].copy_from_slice(label);
+    } else {
+        n.heap = [label, b"\0"].concat();
+    }
+    n
+}
+
+struct NulTerminated {
+    buf: [u8; 512],
+    heap: Vec<u8>,
+    len: usize,
+}
+
+impl std::ops::Deref for NulTerminated {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.buf[..self.len]
+        } else {
+            &self.heap
+        }
+    }
 }
 
 #[cfg(test)]
