@@ -203,7 +203,7 @@ fn set(path: &Path, value: &[u8]) {
 fn mcsd(root: &Path, label: &str) -> mcsd::relabel::Totals {
     let relabeler = Relabeler::new(
         RelabelConfig {
-            threads: 2,
+            threads: 0, // the default: one per core
             ..Default::default()
         },
         Path::new("/var/lib/mcsd"),
