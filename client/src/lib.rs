@@ -91,6 +91,7 @@ impl Allocate {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: LabelsClient<Channel>,
+    channel: Channel,
     socket: PathBuf,
 }
 
@@ -125,9 +126,25 @@ impl Client {
             .await
             .map_err(|e| connect_err(error_chain(&e)))?;
         Ok(Self {
-            inner: LabelsClient::new(channel),
+            inner: LabelsClient::new(channel.clone()),
+            channel,
             socket,
         })
+    }
+
+    /// The connection, for other services mcsd serves on the same socket
+    /// (`grpc.health.v1.Health`, server reflection).
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone()
+    }
+
+    /// The daemon's version, uptime, store and health.
+    pub async fn status(&mut self) -> Result<proto::StatusResponse, ClientError> {
+        Ok(self
+            .inner
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// The socket this client talks to.

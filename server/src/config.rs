@@ -15,6 +15,7 @@ use crate::auth::{accounts, AuthConfig};
 use crate::context::{host_contexts_candidates, Template};
 use crate::level::CategoryRange;
 use crate::relabel::RelabelConfig;
+use crate::reservation::Reservation;
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/mcsd/mcsd.toml";
@@ -46,6 +47,51 @@ pub struct Config {
     pub proc_root: PathBuf,
     /// Volume relabeling (`[relabel]`).
     pub relabel: RelabelConfig,
+    /// Pairs and categories never handed out, kept in step with this list
+    /// at start and on reload (operators can add more with `mcsctl reserve`).
+    pub reservations: Vec<Reservation>,
+    /// Where Prometheus metrics are served, if anywhere (`[metrics] listen`).
+    pub metrics: Option<MetricsListen>,
+}
+
+/// A metrics listener address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A TCP address; must be loopback.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!("{s:?}: the socket path must be absolute"));
+            }
+            return Ok(Self::Unix(path));
+        }
+        let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+            format!("{s:?} is neither HOST:PORT nor unix:/PATH (e.g. \"127.0.0.1:9464\")")
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "{addr} is not a loopback address; metrics are served on 127.0.0.1, ::1 or a Unix socket only"
+            ));
+        }
+        Ok(Self::Tcp(addr))
+    }
 }
 
 impl Default for Config {
@@ -61,6 +107,8 @@ impl Default for Config {
             scan_in_use: true,
             proc_root: "/proc".into(),
             relabel: RelabelConfig::default(),
+            reservations: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -118,6 +166,14 @@ struct FileConfig {
     auth: Option<AuthSection>,
     in_use: Option<InUseSection>,
     relabel: Option<RelabelSection>,
+    reservations: Option<Vec<Spanned<String>>>,
+    metrics: Option<MetricsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +283,36 @@ impl Config {
                     .map_err(|m| value_err("in_use.proc_root", span, m))?;
             }
         }
+        if let Some(list) = file.reservations {
+            let mut reservations = Vec::with_capacity(list.len());
+            for entry in list {
+                let r: Reservation = entry.get_ref().parse().map_err(|e| {
+                    value_err(
+                        "reservations",
+                        entry.span(),
+                        format!("{e}; use s0:cX,cY or cN"),
+                    )
+                })?;
+                if !reservations.contains(&r) {
+                    reservations.push(r);
+                }
+            }
+            self.reservations = reservations;
+        }
+        if let Some(metrics) = file.metrics {
+            if let Some(listen) = metrics.listen {
+                self.metrics = if listen.get_ref().is_empty() {
+                    None
+                } else {
+                    Some(
+                        listen
+                            .get_ref()
+                            .parse()
+                            .map_err(|m| value_err("metrics.listen", listen.span(), m))?,
+                    )
+                };
+            }
+        }
         if let Some(relabel) = file.relabel {
             if let Some(list) = relabel.allowlist {
                 let mut roots = Vec::with_capacity(list.len());
@@ -318,6 +404,72 @@ impl Config {
         Ok(self)
     }
 
+    /// The effective configuration as TOML, every key spelled out (what
+    /// `mcsd --check-config` prints; it parses back to the same values).
+    pub fn to_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let path = |p: &Path| q(&p.display().to_string());
+        let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+        let ids = |set: &BTreeSet<u32>| list(set.iter().map(ToString::to_string).collect());
+        let mut out = String::new();
+        out.push_str(&format!("socket = {}\n", path(&self.socket)));
+        out.push_str(&format!("state_dir = {}\n", path(&self.state_dir)));
+        out.push_str(&format!("categories = {}\n", q(&self.range.to_string())));
+        out.push_str(&format!(
+            "reservations = {}\n",
+            list(
+                self.reservations
+                    .iter()
+                    .map(|r| q(&r.to_string()))
+                    .collect()
+            )
+        ));
+        out.push_str("\n[labels]\n");
+        match &self.process_template {
+            Some(t) => out.push_str(&format!("process = {}\n", q(&t.to_string()))),
+            None => out.push_str(
+                "# process: from the host contexts file, else system_u:system_r:container_t\n",
+            ),
+        }
+        match &self.file_template {
+            Some(t) => out.push_str(&format!("file = {}\n", q(&t.to_string()))),
+            None => out.push_str(
+                "# file: from the host contexts file, else system_u:object_r:container_file_t\n",
+            ),
+        }
+        out.push_str("\n[relabel]\n");
+        out.push_str(&format!(
+            "allowlist = {}\n",
+            list(self.relabel.allowlist.iter().map(|p| path(p)).collect())
+        ));
+        out.push_str(&format!(
+            "restore = {}\n",
+            q(&self.relabel.restore.to_string())
+        ));
+        out.push_str(&format!("threads = {}\n", self.relabel.threads));
+        out.push_str("\n[auth]\n");
+        out.push_str(&format!("admin_uids = {}\n", ids(&self.auth.admin_uids)));
+        out.push_str(&format!("admin_groups = {}\n", ids(&self.auth.admin_gids)));
+        out.push_str(&format!("reader_uids = {}\n", ids(&self.auth.reader_uids)));
+        out.push_str(&format!(
+            "reader_groups = {}\n",
+            ids(&self.auth.reader_gids)
+        ));
+        out.push_str("\n[in_use]\n");
+        out.push_str(&format!("scan = {}\n", self.scan_in_use));
+        out.push_str(&format!("proc_root = {}\n", path(&self.proc_root)));
+        out.push_str("\n[metrics]\n");
+        out.push_str(&format!(
+            "listen = {}\n",
+            q(&self
+                .metrics
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default())
+        ));
+        out
+    }
+
     /// Applies a `--categories` value.
     pub fn set_categories(&mut self, value: &str) -> Result<(), ConfigError> {
         self.range = value.parse().map_err(|e| ConfigError::Flag {
@@ -372,6 +524,20 @@ mod tests {
         assert_eq!(c.auth.admin_gids, [0].into());
         assert_eq!(c.auth.reader_uids, [2000].into());
         assert_eq!(c.auth.reader_gids, [65534].into());
+    }
+
+    #[test]
+    fn the_effective_configuration_prints_and_parses_back() {
+        let c = parse(
+            "categories = \"c0.c99\"\nreservations = [\"c5\", \"s0:c1,c2\"]\n\
+             [labels]\nprocess = \"u:r:p_t\"\n[relabel]\nallowlist = [\"/srv/vol\"]\nrestore = \"none\"\n\
+             [auth]\nadmin_uids = [7]\nreader_groups = [0]\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        let text = c.to_toml();
+        let again = parse(&text).unwrap();
+        assert_eq!(again, c, "{text}");
+        assert!(text.contains("restore = \"none\""), "{text}");
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! state. On shutdown the server stops accepting, lets in-flight calls
 //! finish, then the engine drains its queue and the store flushes last.
 
-use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mcs_proto::v1::labels_server::LabelsServer;
 use tokio::sync::oneshot;
@@ -23,11 +23,14 @@ use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::error::AllocError;
 use crate::inuse;
+use crate::metrics;
+use crate::relabel::volumes::SharedRelabeler;
 use crate::relabel::{FromPolicy, RelabelError, Relabeler, RestoreMode};
-use crate::service::LabelService;
+use crate::service::{DaemonInfo, LabelService, SharedPolicy};
 use crate::socket::{BoundSocket, SocketError};
 use crate::store::sled::SledStore;
 use crate::store::StoreError;
+use crate::systemd;
 
 /// Largest request accepted; real requests are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -65,6 +68,26 @@ async fn adopt_running(engine: &Engine, proc_root: &Path) -> Result<(), DaemonEr
     Ok(())
 }
 
+/// Checks what `start` checks before it touches the store: label
+/// templates (host contexts file, loaded policy) and the restore mode.
+/// For `mcsd --check-config`.
+pub fn check(config: &Config) -> Result<(), DaemonError> {
+    let (labels, _) = context::resolve_labels(
+        (
+            config.process_template.clone(),
+            config.file_template.clone(),
+        ),
+        &config.host_contexts,
+    )?;
+    if context::selinux_mode() != SelinuxMode::Disabled {
+        context::check_against_policy(&labels)?;
+    }
+    if config.relabel.restore == RestoreMode::Policy {
+        FromPolicy::new()?;
+    }
+    Ok(())
+}
+
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -97,6 +120,20 @@ pub enum DaemonError {
     /// Holding the pairs of running processes failed (the store refused).
     #[error("cannot hold the labels running processes use: {0}")]
     Adopt(AllocError),
+    /// The socket systemd passed is unusable.
+    #[error("socket activation: {0}")]
+    Activation(String),
+    /// The reflection service could not be built.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// The metrics listener could not be opened.
+    #[error("cannot serve metrics on {listen}: {source}")]
+    Metrics {
+        /// The configured address.
+        listen: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -108,6 +145,13 @@ pub struct Daemon {
     socket: BoundSocket,
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    health: tonic_health::server::HealthReporter,
+    serving: Arc<AtomicBool>,
+    metrics: Option<JoinHandle<()>>,
+    policy: SharedPolicy,
+    relabeler: SharedRelabeler,
+    /// The configuration in force, for reloads.
+    config: std::sync::Mutex<Config>,
 }
 
 impl Daemon {
@@ -146,7 +190,24 @@ impl Daemon {
             adopt_running(&engine, &config.proc_root).await?;
         }
 
-        let mut socket = BoundSocket::bind(&config.socket)?;
+        for reservation in &config.reservations {
+            let r = engine
+                .reserve(*reservation)
+                .await
+                .map_err(DaemonError::Adopt)?;
+            if r.created {
+                tracing::info!(%reservation, covered = r.covered, "reserved by the configuration");
+            }
+        }
+
+        let mut socket = match systemd::listen_fd().map_err(DaemonError::Activation)? {
+            Some(fd) => {
+                let socket = BoundSocket::inherited(fd)?;
+                tracing::info!(socket = %socket.path().display(), "serving on the socket systemd passed");
+                socket
+            }
+            None => BoundSocket::bind(&config.socket)?,
+        };
         let listener = socket.listener().map_err(|source| SocketError::Io {
             action: "listen on",
             path: config.socket.clone(),
@@ -155,23 +216,170 @@ impl Daemon {
         let (stop, stopped) = oneshot::channel::<()>();
         let policy = Policy::new(config.auth.clone(), rustix::process::geteuid().as_raw());
         let policy = Arc::new(std::sync::RwLock::new(policy));
-        let relabeler = Arc::new(Relabeler::new(config.relabel.clone(), &config.state_dir));
-        let service = LabelsServer::new(LabelService::new(engine.clone(), policy, relabeler))
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let relabeler = Arc::new(std::sync::RwLock::new(Arc::new(Relabeler::new(
+            config.relabel.clone(),
+            &config.state_dir,
+        ))));
+        let serving = Arc::new(AtomicBool::new(false));
+        let info = DaemonInfo {
+            started_at: SystemTime::now(),
+            socket: socket.path().to_owned(),
+            selinux_mode: mode.to_string(),
+            serving: serving.clone(),
+        };
+        let service = LabelsServer::new(LabelService::new(
+            engine.clone(),
+            policy.clone(),
+            relabeler.clone(),
+            info,
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mcs_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| DaemonError::Reflection(e.to_string()))?;
+        let metrics = match &config.metrics {
+            Some(listen) => Some(
+                metrics::serve(listen.clone(), engine.clone())
+                    .await
+                    .map_err(|source| DaemonError::Metrics {
+                        listen: listen.to_string(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
         let server = tokio::spawn(
             tonic::transport::Server::builder()
+                .layer(tower::layer::layer_fn(metrics::Timed::new))
                 .add_service(service)
+                .add_service(health_service)
+                .add_service(reflection)
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                     let _ = stopped.await;
                 }),
         );
-        tracing::info!(socket = %config.socket.display(), range = %config.range, "mcsd is serving");
+        health.set_serving::<LabelsServer<LabelService>>().await;
+        serving.store(true, Ordering::Relaxed);
+        tracing::info!(socket = %socket.path().display(), range = %config.range, "mcsd is serving");
         Ok(Daemon {
             engine,
             socket,
             stop,
             server,
+            health,
+            serving,
+            metrics,
+            policy,
+            relabeler,
+            config: std::sync::Mutex::new(config.clone()),
         })
+    }
+
+    /// Applies a new configuration while running: roles, relabel rules and
+    /// configured reservations. Settings that only a restart can change
+    /// (range, state directory, socket) refuse the whole reload, so nothing
+    /// is half applied. Returns what changed, in words.
+    pub async fn reload(&self, new: Config) -> Result<Vec<String>, String> {
+        let old = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let fixed = [
+            ("categories", old.range.to_string(), new.range.to_string()),
+            (
+                "state_dir",
+                old.state_dir.display().to_string(),
+                new.state_dir.display().to_string(),
+            ),
+            (
+                "socket",
+                old.socket.display().to_string(),
+                new.socket.display().to_string(),
+            ),
+        ];
+        for (key, was, now) in fixed {
+            if was != now {
+                return Err(format!(
+                    "{key} cannot change while mcsd runs ({was} -> {now}); restart mcsd to apply it. Nothing was changed"
+                ));
+            }
+        }
+        if new.relabel.restore == RestoreMode::Policy && old.relabel.restore != RestoreMode::Policy
+        {
+            FromPolicy::new()
+                .map_err(|e| format!("relabel.restore = \"policy\": {e}. Nothing was changed"))?;
+        }
+        let mut changes = Vec::new();
+        if new.auth != old.auth {
+            let policy = Policy::new(new.auth.clone(), rustix::process::geteuid().as_raw());
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+            changes.push("roles ([auth]) replaced".to_owned());
+        }
+        if new.relabel != old.relabel {
+            let relabeler = Arc::new(Relabeler::new(new.relabel.clone(), &new.state_dir));
+            *self.relabeler.write().unwrap_or_else(|e| e.into_inner()) = relabeler;
+            changes.push(format!(
+                "relabel rules replaced (allowlist: {}, restore: {})",
+                if new.relabel.allowlist.is_empty() {
+                    "none".to_owned()
+                } else {
+                    new.relabel
+                        .allowlist
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                new.relabel.restore
+            ));
+        }
+        for r in new
+            .reservations
+            .iter()
+            .filter(|r| !old.reservations.contains(r))
+        {
+            let done = self
+                .engine
+                .reserve(*r)
+                .await
+                .map_err(|e| format!("reserving {r}: {e}"))?;
+            changes.push(format!("reserved {r} ({} pairs covered)", done.covered));
+        }
+        for r in old
+            .reservations
+            .iter()
+            .filter(|r| !new.reservations.contains(r))
+        {
+            let done = self
+                .engine
+                .unreserve(*r)
+                .await
+                .map_err(|e| format!("unreserving {r}: {e}"))?;
+            changes.push(format!("unreserved {r} ({} pairs free again)", done.freed));
+        }
+        let later = [
+            (
+                "labels",
+                old.process_template != new.process_template
+                    || old.file_template != new.file_template,
+            ),
+            ("metrics", old.metrics != new.metrics),
+            (
+                "in_use",
+                old.scan_in_use != new.scan_in_use || old.proc_root != new.proc_root,
+            ),
+        ];
+        for (key, changed) in later {
+            if changed {
+                changes.push(format!("[{key}] changed: takes effect at the next start"));
+            }
+        }
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(changes)
     }
 
     /// The socket clients connect to.
@@ -187,6 +395,13 @@ impl Daemon {
     /// Stops gracefully: in-flight calls finish, queued changes commit, the
     /// store flushes.
     pub async fn stop(self) -> Result<(), DaemonError> {
+        self.serving.store(false, Ordering::Relaxed);
+        self.health
+            .set_not_serving::<LabelsServer<LabelService>>()
+            .await;
+        if let Some(metrics) = &self.metrics {
+            metrics.abort();
+        }
         let _ = self.stop.send(());
         let mut server = self.server;
         let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
@@ -222,10 +437,56 @@ fn create_state_dir(path: &Path) -> Result<(), DaemonError> {
         })
 }
 
-/// Runs the daemon until `shutdown` completes.
-pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP calls `reload` for a
+/// fresh configuration (file and flags) and applies what can change while
+/// running. Tells systemd when it is ready and when it stops.
+pub async fn run(
+    config: &Config,
+    reload: impl Fn() -> Result<Config, String>,
+) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let signal_err =
+        |e: std::io::Error| DaemonError::Activation(format!("cannot handle signals: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+
+    systemd::notify(&format!(
+        "STATUS=Loading the store in {}",
+        config.state_dir.display()
+    ));
     let daemon = Daemon::start(config).await?;
-    shutdown.await;
+    let status = |engine: &Engine| {
+        let engine = engine.clone();
+        async move {
+            match engine.stats().await {
+                Ok(s) => format!(
+                    "STATUS=Serving: {} of {} pairs held, {} reserved, {} containers",
+                    s.pool.held, s.pool.total, s.pool.reserved, s.containers
+                ),
+                Err(e) => format!("STATUS=Serving; stats unavailable: {e}"),
+            }
+        }
+    };
+    systemd::notify(&format!("READY=1\n{}", status(daemon.engine()).await));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match reload() {
+                    Ok(new) => match daemon.reload(new).await {
+                        Ok(changes) if changes.is_empty() => tracing::info!("configuration reloaded: nothing changed"),
+                        Ok(changes) => tracing::info!(changes = %changes.join("; "), "configuration reloaded"),
+                        Err(e) => tracing::error!("configuration reload refused: {e}"),
+                    },
+                    Err(e) => tracing::error!("configuration reload refused: {e}"),
+                }
+                systemd::notify(&status(daemon.engine()).await);
+            }
+        }
+    }
     tracing::info!("shutting down");
+    systemd::notify("STOPPING=1\nSTATUS=Stopping: finishing calls in flight, flushing the store");
     daemon.stop().await
 }

@@ -20,9 +20,10 @@ use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
 use crate::error::AllocError;
 use crate::id::{ContainerId, GroupKey, IdError, Owner};
 use crate::level::Level;
+use crate::metrics;
 use crate::reconcile::{reconcile, ReconcileRequest};
-use crate::relabel::volumes::{Progress, VolumeError, Volumes};
-use crate::relabel::{Outcome, Refused, Relabeler, Totals};
+use crate::relabel::volumes::{Progress, SharedRelabeler, VolumeError, Volumes};
+use crate::relabel::{Outcome, Refused, Totals};
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, StoreError};
 
@@ -37,23 +38,43 @@ pub const MAX_RECONCILE_KEEP: usize = 1 << 20;
 /// reload).
 pub type SharedPolicy = std::sync::Arc<std::sync::RwLock<Policy>>;
 
+/// What the service reports about the daemon it runs in (Status).
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    /// When mcsd started.
+    pub started_at: SystemTime,
+    /// The socket it serves on.
+    pub socket: std::path::PathBuf,
+    /// The host's SELinux mode.
+    pub selinux_mode: String,
+    /// Whether it is serving (the health service says the same).
+    pub serving: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// The `mcs.v1.Labels` service.
 #[derive(Clone)]
 pub struct LabelService {
     engine: Engine,
     policy: SharedPolicy,
     volumes: Volumes,
+    info: Arc<DaemonInfo>,
 }
 
 impl LabelService {
     /// A service backed by `engine`, deciding roles with `policy` and
     /// relabeling volumes with `relabeler`.
-    pub fn new(engine: Engine, policy: SharedPolicy, relabeler: Arc<Relabeler>) -> Self {
+    pub fn new(
+        engine: Engine,
+        policy: SharedPolicy,
+        relabeler: SharedRelabeler,
+        info: DaemonInfo,
+    ) -> Self {
         let volumes = Volumes::new(engine.clone(), relabeler);
         Self {
             engine,
             policy,
             volumes,
+            info: Arc::new(info),
         }
     }
 
@@ -87,6 +108,23 @@ impl LabelService {
             );
             denied.into()
         })
+    }
+}
+
+/// A result as a metrics label: `ok` or the status code's name.
+fn result_label<T>(result: &Result<T, Status>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(status) => match status.code() {
+            Code::InvalidArgument => "invalid_argument",
+            Code::AlreadyExists => "already_exists",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::PermissionDenied => "permission_denied",
+            Code::Unavailable => "unavailable",
+            Code::NotFound => "not_found",
+            _ => "error",
+        },
     }
 }
 
@@ -323,6 +361,11 @@ impl Labels for LabelService {
         }
         .await;
         audit(&caller, "Allocate", &subject, &result);
+        let owner = match &result {
+            Ok(r) => r.get_ref().allocation.as_ref().map(|a| a.owner.clone()),
+            Err(_) => None,
+        };
+        metrics::global().allocation(owner.as_deref().unwrap_or("unknown"), result_label(&result));
         result
     }
 
@@ -352,6 +395,11 @@ impl Labels for LabelService {
         }
         .await;
         audit(&caller, "Release", &subject, &result);
+        let owner = match &result {
+            Ok(r) => r.get_ref().allocation.as_ref().map(|a| a.owner.clone()),
+            Err(_) => None,
+        };
+        metrics::global().release(owner.as_deref().unwrap_or("unknown"), result_label(&result));
         result
     }
 
@@ -598,5 +646,25 @@ impl Labels for LabelService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(&request, "Status", Role::Reader)?;
+        let info = &self.info;
+        let serving = info.serving.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::new(pb::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Some(timestamp(info.started_at)),
+            uptime_seconds: info.started_at.elapsed().unwrap_or_default().as_secs_f64(),
+            store: self.engine.store_description(),
+            selinux_mode: info.selinux_mode.clone(),
+            health: if serving { "SERVING" } else { "NOT_SERVING" }.to_owned(),
+            socket: info.socket.display().to_string(),
+            range: self.engine.range().to_string(),
+            restore_mode: self.volumes.relabeler().config().restore.to_string(),
+        }))
     }
 }

@@ -86,11 +86,14 @@ pub struct Restored {
     pub note: Option<String>,
 }
 
+/// The relabel rules in force; replaced on configuration reload.
+pub type SharedRelabeler = Arc<std::sync::RwLock<Arc<Relabeler>>>;
+
 /// Relabels and restores container volumes.
 #[derive(Clone)]
 pub struct Volumes {
     engine: Engine,
-    relabeler: Arc<Relabeler>,
+    relabeler: SharedRelabeler,
 }
 
 /// A finished relabel.
@@ -104,8 +107,16 @@ pub struct Relabeled {
 
 impl Volumes {
     /// Relabels through `engine`'s allocations with `relabeler`'s rules.
-    pub fn new(engine: Engine, relabeler: Arc<Relabeler>) -> Self {
+    pub fn new(engine: Engine, relabeler: SharedRelabeler) -> Self {
         Self { engine, relabeler }
+    }
+
+    /// The rules now (a reload may swap them between two calls).
+    pub fn relabeler(&self) -> Arc<Relabeler> {
+        self.relabeler
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The label a relabel of `record` writes.
@@ -133,7 +144,7 @@ impl Volumes {
             Err(AllocError::NotFound(_)) => return Err(VolumeError::NoAllocation(id)),
             Err(e) => return Err(e.into()),
         };
-        let relabeler = self.relabeler.clone();
+        let relabeler = self.relabeler();
         let (root, original) = blocking(move || {
             let root = relabeler.resolve(&path)?;
             let original = Relabeler::current_label(&root);
@@ -204,7 +215,7 @@ impl Volumes {
                 }
             })
         });
-        let relabeler = self.relabeler.clone();
+        let relabeler = self.relabeler();
         let c = counters.clone();
         let result = blocking(move || {
             relabeler
@@ -215,6 +226,8 @@ impl Volumes {
         if let Some(reporter) = reporter {
             reporter.abort();
         }
+        let t = counters.totals();
+        crate::metrics::global().relabel(t.changed, t.unchanged, t.failed);
         result
     }
 
@@ -240,7 +253,7 @@ impl Volumes {
         record: &AllocationRecord,
         root: &RelabeledRoot,
     ) -> Result<Restored, VolumeError> {
-        let mode = self.relabeler.config().restore;
+        let mode = self.relabeler().config().restore;
         let skipped = |note: &str| Restored {
             path: root.path.clone(),
             mode,
@@ -266,7 +279,7 @@ impl Volumes {
             }
         };
         // The root is judged again: it must still be where it was.
-        let relabeler = self.relabeler.clone();
+        let relabeler = self.relabeler();
         let path = root.path.clone();
         let now = blocking(move || Ok::<_, VolumeError>(relabeler.resolve(&path))).await?;
         match now {

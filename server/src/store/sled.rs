@@ -335,8 +335,11 @@ impl Store for SledStore {
                 // apply + fsync block for a fraction of a millisecond; keep
                 // them off the async workers.
                 tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
                     db.apply_batch(batch).map_err(|e| map_err(&path, e))?;
-                    db.flush().map(drop).map_err(|e| map_err(&path, e))
+                    db.flush().map(drop).map_err(|e| map_err(&path, e))?;
+                    crate::metrics::global().store_flush(started.elapsed());
+                    Ok(())
                 })
                 .await
                 .unwrap_or_else(|e| {
