@@ -1,0 +1,339 @@
+//! Running as a service: readiness on NOTIFY_SOCKET, socket activation,
+//! health and reflection through real gRPC clients, Status, metrics scraped
+//! over HTTP, SIGHUP reloads, and --check-config.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestDaemon, CONFIG};
+use mcs_client::{Allocate, Client};
+use rustix::process::{kill_process, Pid, Signal};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_stopping_are_sent_to_notify_socket() {
+    let temp = tempfile::tempdir().unwrap();
+    let notify = temp.path().join("notify");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::fs::write(temp.path().join("mcsd.toml"), CONFIG).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .arg("--config")
+        .arg(temp.path().join("mcsd.toml"))
+        .arg("--socket")
+        .arg(temp.path().join("mcsd.sock"))
+        .arg("--state-dir")
+        .arg(temp.path().join("state"))
+        .args(["--categories", "c0.c9"])
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !messages.iter().any(|m: &String| m.contains("READY=1")) {
+        let n = listener
+            .recv(&mut buf)
+            .expect("a notification before the timeout");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        messages[0].starts_with("STATUS=Loading the store"),
+        "{messages:?}"
+    );
+    let ready = messages.last().unwrap();
+    assert!(
+        ready.contains("STATUS=Serving: 0 of 45 pairs held"),
+        "{ready}"
+    );
+    // Ready means ready: the socket answers now.
+    let mut c = Client::connect(temp.path().join("mcsd.sock"))
+        .await
+        .unwrap();
+    c.stats().await.unwrap();
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    let n = listener.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_passed_by_systemd_is_used_and_left_in_place() {
+    let temp = tempfile::tempdir().unwrap();
+    let socket = temp.path().join("activated.sock");
+    std::fs::write(temp.path().join("mcsd.toml"), CONFIG).unwrap();
+    // systemd-socket-activate binds the socket and execs mcsd with it as fd
+    // 3 and LISTEN_FDS/LISTEN_PID set, as mcsd.socket would.
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(env!("CARGO_BIN_EXE_mcsd"))
+        .arg("--config")
+        .arg(temp.path().join("mcsd.toml"))
+        .arg("--socket")
+        .arg(temp.path().join("unused.sock"))
+        .arg("--state-dir")
+        .arg(temp.path().join("state"))
+        .args(["--categories", "c0.c9"])
+        .stderr(std::fs::File::create(temp.path().join("log")).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    wait_for("the activated socket", || socket.exists());
+    // The first connection starts mcsd (systemd-socket-activate execs on
+    // accept); the call waits in the backlog until mcsd serves.
+    let mut c = Client::connect(&socket).await.unwrap();
+    let a = c.allocate(Allocate::new("x")).await.unwrap();
+    assert!(a.level.starts_with("s0:c"));
+    let log = std::fs::read_to_string(temp.path().join("log")).unwrap();
+    assert!(
+        log.contains("serving on the socket systemd passed"),
+        "{log}"
+    );
+    assert!(
+        !temp.path().join("unused.sock").exists(),
+        "mcsd bound its own socket too"
+    );
+    drop(c);
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    child.wait().unwrap();
+    assert!(
+        socket.exists(),
+        "the socket file is systemd's; mcsd must not remove it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_status_answer_over_the_socket() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let d = TestDaemon::start("c0.c9");
+    let mut c = d.client().await;
+    let mut health = HealthClient::new(c.channel());
+    for service in ["", "mcs.v1.Labels"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(c.channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["mcs.v1.Labels", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+
+    let s = c.status().await.unwrap();
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!((s.health.as_str(), s.range.as_str()), ("SERVING", "c0.c9"));
+    assert!(
+        s.store.contains(&d.state.display().to_string()),
+        "{}",
+        s.store
+    );
+    assert_eq!(s.selinux_mode, mcsd::context::selinux_mode().to_string());
+    assert_eq!(s.restore_mode, "original");
+    assert!(s.uptime_seconds >= 0.0);
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_over_http() {
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        temp.path().join("mcsd.toml"),
+        format!("{CONFIG}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let mut d = TestDaemon::in_dir(temp.path(), &["--categories", "c0.c9"]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let a = c
+        .allocate(Allocate::new("a").owner("podman"))
+        .await
+        .unwrap();
+    c.allocate(Allocate::new("b").owner("podman").level(a.level))
+        .await
+        .unwrap_err();
+    c.release("a").await.unwrap();
+    c.allocate(Allocate::new("r").owner("crio")).await.unwrap();
+
+    let text = scrape(port);
+    for line in [
+        "mcsd_allocations_total{owner=\"podman\",result=\"ok\"} 1",
+        "mcsd_releases_total{owner=\"podman\",result=\"ok\"} 1",
+        "mcsd_allocations_total{owner=\"unknown\",result=\"already_exists\"} 1",
+        "mcsd_allocations_total{owner=\"crio\",result=\"ok\"} 1",
+        "mcsd_pairs{state=\"total\"} 45",
+        "mcsd_pairs{state=\"held\"} 1",
+        "mcsd_pairs{state=\"free\"} 44",
+        "mcsd_request_duration_seconds_count{method=\"Allocate\"} 3",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("mcsd_store_flush_duration_seconds_count ") && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
+    // Anything but /metrics is a 404.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_reservations_and_roles_and_refuses_fixed_settings() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("mcsd.toml");
+    std::fs::write(&config, format!("reservations = [\"c3\"]\n{CONFIG}")).unwrap();
+    let mut d = TestDaemon::in_dir(temp.path(), &[]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let targets = |r: Vec<mcs_client::proto::Reservation>| -> Vec<String> {
+        r.into_iter().map(|r| r.target).collect()
+    };
+    assert_eq!(targets(c.reservations().await.unwrap()), ["c3"]);
+
+    let hup = |d: &TestDaemon| {
+        kill_process(Pid::from_raw(d.pid() as i32).unwrap(), Signal::HUP).unwrap();
+    };
+    std::fs::write(
+        &config,
+        format!("reservations = [\"c4\", \"s0:c1,c2\"]\n{CONFIG}[auth]\nreader_uids = [4242]\n"),
+    )
+    .unwrap();
+    hup(&d);
+    wait_for("the reload", || d.log().contains("configuration reloaded"));
+    assert_eq!(targets(c.reservations().await.unwrap()), ["c4", "s0:c1,c2"]);
+    let log = d.log();
+    for change in [
+        "reserved c4",
+        "reserved s0:c1,c2",
+        "unreserved c3",
+        "roles ([auth]) replaced",
+    ] {
+        assert!(log.contains(change), "{change}: {log}");
+    }
+
+    std::fs::write(
+        &config,
+        format!("categories = \"c0.c9\"\nreservations = [\"c4\", \"s0:c1,c2\"]\n{CONFIG}"),
+    )
+    .unwrap();
+    hup(&d);
+    wait_for("the refusal", || {
+        d.log().contains("configuration reload refused")
+    });
+    assert!(
+        d.log().contains("categories cannot change while mcsd runs"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        targets(c.reservations().await.unwrap()),
+        ["c4", "s0:c1,c2"],
+        "nothing half applied"
+    );
+    std::fs::write(&config, "colour = 1\n").unwrap();
+    hup(&d);
+    wait_for("the second refusal", || {
+        d.log().matches("configuration reload refused").count() == 2
+    });
+    assert!(d.log().contains("mcsd.toml:1"), "{}", d.log());
+    c.stats().await.unwrap();
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_or_the_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("mcsd.toml");
+    std::fs::write(&config, format!("{CONFIG}[relabel]\nrestore = \"none\"\n")).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mcsd"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--categories", "c0.c99"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("categories = \"c0.c99\""),
+        "flags override the file: {text}"
+    );
+    assert!(text.contains("restore = \"none\""), "{text}");
+    assert!(
+        text.contains("process = \"system_u:system_r:container_t\""),
+        "{text}"
+    );
+    std::fs::write(&config, "[relabel]\nrestore = \"sometimes\"\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("mcsd.toml:2: relabel.restore:"), "{err}");
+}
