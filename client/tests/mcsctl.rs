@@ -342,3 +342,109 @@ async fn relabel_prints_one_summary_line_and_fails_on_refused_roots() {
         "{released}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_stats_bar_and_list_sort_limit_wide() {
+    let s = daemon("c0.c9").await;
+    for (id, owner) in [("c", "podman"), ("a", "crio"), ("b", "podman")] {
+        stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", owner]));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let status = stdout(&mcsctl(&s.socket, &["status"]));
+    assert!(status.contains("health   SERVING"), "{status}");
+    assert!(status.contains("range    c0.c9"), "{status}");
+    let j = json(&mcsctl(&s.socket, &["-o", "json", "status"]));
+    assert_eq!(j["health"], "SERVING");
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+
+    // Not a terminal: no color codes, but the bar.
+    let stats = stdout(&mcsctl(&s.socket, &["stats"]));
+    assert!(stats.contains("usage       [###"), "{stats}");
+    assert!(stats.contains("  6.7%"), "{stats}");
+    assert!(!stats.contains('\x1b'), "colors off a terminal: {stats:?}");
+
+    let ids = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&stdout(&mcsctl(&s.socket, &["list"]))), ["a", "b", "c"]);
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--limit", "2"]))),
+        ["a", "b"]
+    );
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "owner"]))),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "age"]))),
+        ["b", "a", "c"]
+    );
+    let wide = stdout(&mcsctl(&s.socket, &["-o", "wide", "list"]));
+    assert!(
+        wide.lines().next().unwrap().contains("PROCESS LABEL"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("system_u:system_r:container_t:s0:c"),
+        "{wide}"
+    );
+    let by_level = ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "level"])));
+    assert_eq!(by_level.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oci_poststop_hook_releases_and_never_fails() {
+    let s = daemon("c0.c9").await;
+    stdout(&mcsctl(&s.socket, &["allocate", "4f2cbeef"]));
+    let hook = |socket: &Path, state: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+            .arg("--socket")
+            .arg(socket)
+            .args(["hook", "poststop"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The state JSON runc/crun hand to hooks.
+    let state = r#"{"ociVersion":"1.0.2","id":"4f2cbeef","status":"stopped","pid":0,"bundle":"/run/containers/storage/overlay-containers/4f2cbeef/userdata","annotations":{"io.podman.annotations.autoremove":"FALSE"}}"#;
+    let out = hook(&s.socket, state);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("released 4f2cbeef (s0:c"),
+        "{out:?}"
+    );
+    assert!(mcsctl(&s.socket, &["get", "4f2cbeef"]).status.code() == Some(1));
+    // Again: idempotent.
+    let out = hook(&s.socket, state);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("held no label"),
+        "{out:?}"
+    );
+    // mcsd down, or garbage on stdin: reported, exit 0, teardown goes on.
+    let out = hook(Path::new("/nonexistent/mcsd.sock"), state);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not released"),
+        "{out:?}"
+    );
+    let out = hook(&s.socket, "not json");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not JSON"),
+        "{out:?}"
+    );
+}

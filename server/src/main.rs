@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format);
     if args.man {
-        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command());
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
         return match man.render(&mut std::io::stdout()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

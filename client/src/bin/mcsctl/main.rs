@@ -3,6 +3,7 @@
 //! Every command prints a human table by default and JSON with `-o json`.
 //! Errors print one line on stderr and exit with status 1.
 
+mod hook;
 mod output;
 mod relabel;
 
@@ -31,6 +32,27 @@ struct Cli {
     command: Command,
 }
 
+/// Row orders for `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sort {
+    /// Container id (streamed as it comes)
+    Id,
+    /// Owner, then id
+    Owner,
+    /// Level
+    Level,
+    /// Newest first
+    Age,
+}
+
+/// OCI hook stages mcsctl handles.
+#[derive(Debug, Subcommand)]
+enum HookStage {
+    /// Release the container's label; reads the OCI state JSON on stdin.
+    /// Never fails the teardown: problems are reported on stderr, exit 0.
+    Poststop,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Allocate a label for a container (returns the existing one if any)
@@ -57,7 +79,7 @@ enum Command {
         /// Container id
         id: String,
     },
-    /// List allocations
+    /// List allocations (streamed in id order; other orders read them all first)
     List {
         /// Only this owner's
         #[arg(long)]
@@ -65,7 +87,29 @@ enum Command {
         /// Only this group's
         #[arg(long)]
         group: Option<String>,
+        /// At most this many
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Order of the rows
+        #[arg(long, value_enum, default_value = "id")]
+        sort: Sort,
     },
+    /// Show the daemon's version, uptime, store, SELinux mode and health
+    Status,
+    /// Run as an OCI hook (podman, CRI-O: deploy/oci-hooks/mcsd-release.json)
+    Hook {
+        #[command(subcommand)]
+        stage: HookStage,
+    },
+    /// Print shell completions
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh or fish
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page
+    #[command(hide = true)]
+    Man,
     /// Show how much of the range is in use
     Stats,
     /// Exclude a pair (s0:cX,cY) or a category (cN) from allocation
@@ -110,9 +154,75 @@ enum Command {
 
 async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let socket = mcs_client::socket_path(cli.socket.as_deref());
-    let mut client = Client::connect(&socket).await?;
-    let format = cli.output;
+    // Commands that need no daemon.
     match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "mcsctl", out);
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)?;
+            return Ok(());
+        }
+        Command::Hook {
+            stage: HookStage::Poststop,
+        } => {
+            hook::poststop(&socket, out).await;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut client = Client::connect(&socket).await?;
+    let wide = cli.output == Format::Wide;
+    let format = if wide { Format::Table } else { cli.output };
+    match cli.command {
+        Command::Completions { .. } | Command::Man | Command::Hook { .. } => unreachable!(),
+        Command::Status => {
+            let s = client.status().await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "version": s.version,
+                        "started_at": output::time(s.started_at.as_ref()),
+                        "uptime_seconds": s.uptime_seconds,
+                        "store": s.store,
+                        "selinux_mode": s.selinux_mode,
+                        "health": s.health,
+                        "socket": s.socket,
+                        "range": s.range,
+                        "restore_mode": s.restore_mode,
+                    }),
+                )?,
+                _ => {
+                    let health = if s.health == "SERVING" {
+                        output::paint(&s.health, "32")
+                    } else {
+                        output::paint(&s.health, "31")
+                    };
+                    output::print_fields(
+                        out,
+                        &[
+                            ("version", s.version.clone()),
+                            ("health", health),
+                            (
+                                "uptime",
+                                humantime::format_duration(std::time::Duration::from_secs(
+                                    s.uptime_seconds as u64,
+                                ))
+                                .to_string(),
+                            ),
+                            ("socket", s.socket.clone()),
+                            ("store", s.store.clone()),
+                            ("range", s.range.clone()),
+                            ("selinux", s.selinux_mode.clone()),
+                            ("restore", s.restore_mode.clone()),
+                        ],
+                    )?
+                }
+            }
+        }
         Command::Allocate {
             id,
             owner,
@@ -137,7 +247,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     value["created"] = json!(response.created);
                     output::print_json(out, &value)?;
                 }
-                Format::Table => output::print_allocation(out, &allocation)?,
+                Format::Table | Format::Wide => output::print_allocation(out, &allocation)?,
             }
         }
         Command::Release { id } => {
@@ -157,7 +267,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         })).collect::<Vec<_>>(),
                     }),
                 )?,
-                Format::Table if response.released => writeln!(
+                Format::Table | Format::Wide if response.released => writeln!(
                     out,
                     "released {id} ({}){}",
                     level.unwrap_or_default(),
@@ -167,7 +277,9 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "; the level stays held (group members remain, or it is reserved)"
                     }
                 )?,
-                Format::Table => writeln!(out, "{id} held no allocation; nothing to release")?,
+                Format::Table | Format::Wide => {
+                    writeln!(out, "{id} held no allocation; nothing to release")?
+                }
             }
             if format == Format::Table {
                 for r in &response.restored {
@@ -186,17 +298,43 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             let allocation = client.get(id).await?;
             match format {
                 Format::Json => output::print_json(out, &output::allocation_json(&allocation))?,
-                Format::Table => output::print_allocation(out, &allocation)?,
+                Format::Table | Format::Wide => output::print_allocation(out, &allocation)?,
             }
         }
-        Command::List { owner, group } => {
+        Command::List {
+            owner,
+            group,
+            limit,
+            sort,
+        } => {
             let request = proto::ListRequest {
                 owner: owner.unwrap_or_default(),
                 group: group.unwrap_or_default(),
+                limit: limit.unwrap_or(0),
                 ..Default::default()
             };
             let mut stream = client.list(request).await?;
-            list(&mut stream, format, out).await?;
+            if sort == Sort::Id {
+                list(&mut stream, format, wide, out).await?;
+            } else {
+                let mut all = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    all.extend(chunk.map_err(ClientError::from)?.allocations);
+                }
+                match sort {
+                    Sort::Owner => all.sort_by(|a, b| {
+                        (&a.owner, &a.container_id).cmp(&(&b.owner, &b.container_id))
+                    }),
+                    Sort::Level => all.sort_by_key(|a| level_key(&a.level)),
+                    Sort::Age => all.sort_by_key(|a| {
+                        std::cmp::Reverse(a.created_at.map(|t| (t.seconds, t.nanos)))
+                    }),
+                    Sort::Id => {}
+                }
+                let chunk = proto::ListResponse { allocations: all };
+                let mut sorted = tokio_stream::iter([Ok::<_, tonic::Status>(chunk)]);
+                list(&mut sorted, format, wide, out).await?;
+            }
         }
         Command::Stats => {
             let s = client.stats().await?;
@@ -214,7 +352,8 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "owners": s.owners.iter().map(|o| json!({"owner": o.owner, "containers": o.containers})).collect::<Vec<_>>(),
                     }),
                 )?,
-                Format::Table => {
+                _ => {
+                    writeln!(out, "usage       {}", output::bar(s.held, s.total, 40))?;
                     output::print_fields(
                         out,
                         &[
@@ -254,7 +393,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "created_at": output::time(reservation.created_at.as_ref()),
                     }),
                 )?,
-                Format::Table => writeln!(
+                Format::Table | Format::Wide => writeln!(
                     out,
                     "{} {}: covers {} pair(s), {} held (holders keep them until released)",
                     if r.created {
@@ -275,12 +414,14 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     out,
                     &json!({"target": target, "removed": r.removed, "pairs_freed": r.pairs_freed}),
                 )?,
-                Format::Table if r.removed => writeln!(
+                Format::Table | Format::Wide if r.removed => writeln!(
                     out,
                     "removed reservation {target}; {} pair(s) free again",
                     r.pairs_freed
                 )?,
-                Format::Table => writeln!(out, "no reservation {target}; nothing removed")?,
+                Format::Table | Format::Wide => {
+                    writeln!(out, "no reservation {target}; nothing removed")?
+                }
             }
         }
         Command::Relabel {
@@ -331,7 +472,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "unknown": r.unknown,
                     }),
                 )?,
-                Format::Table => {
+                Format::Table | Format::Wide => {
                     let verb = if dry_run { "would release" } else { "released" };
                     for a in &r.released {
                         writeln!(out, "{verb} {} ({})", a.container_id, a.level)?;
@@ -356,7 +497,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         .map(|r| json!({"target": r.target, "created_at": output::time(r.created_at.as_ref())}))
                         .collect::<Vec<_>>()),
                 )?,
-                Format::Table => {
+                Format::Table | Format::Wide => {
                     let mut table = output::StreamingTable::new(vec!["RESERVATION", "CREATED"]);
                     let rows: Vec<Vec<String>> = reservations
                         .iter()
@@ -371,13 +512,26 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
 }
 
 /// Streams a listing to `out` as it arrives.
+/// Sort key of a level `s0:cX,cY`: (X, Y) as numbers.
+fn level_key(level: &str) -> (u32, u32) {
+    let mut numbers = level
+        .trim_start_matches("s0:")
+        .split(',')
+        .map(|c| c.trim_start_matches('c').parse().unwrap_or(u32::MAX));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
 async fn list(
-    stream: &mut tonic::Streaming<proto::ListResponse>,
+    stream: &mut (impl tokio_stream::Stream<Item = Result<proto::ListResponse, tonic::Status>> + Unpin),
     format: Format,
+    wide: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    let mut table =
-        output::StreamingTable::new(vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "AGE"]);
+    let mut header = vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "AGE"];
+    if wide {
+        header.extend(["PROCESS LABEL", "FILE LABEL", "ROOTS"]);
+    }
+    let mut table = output::StreamingTable::new(header);
     let mut first = true;
     if format == Format::Json {
         write!(out, "[")?;
@@ -392,18 +546,30 @@ async fn list(
                     write!(out, "{sep}{}", output::allocation_json(a))?;
                 }
             }
-            Format::Table => {
+            Format::Table | Format::Wide => {
                 let rows: Vec<Vec<String>> = chunk
                     .allocations
                     .iter()
                     .map(|a| {
-                        vec![
+                        let mut row = vec![
                             a.container_id.clone(),
                             a.owner.clone(),
                             a.group.clone(),
                             a.level.clone(),
                             output::age(a.created_at.as_ref()),
-                        ]
+                        ];
+                        if wide {
+                            row.push(a.process_label.clone());
+                            row.push(a.file_label.clone());
+                            row.push(
+                                a.roots
+                                    .iter()
+                                    .map(|r| r.path.clone())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            );
+                        }
+                        row
                     })
                     .collect();
                 table.rows(out, &rows)?;
@@ -412,7 +578,7 @@ async fn list(
     }
     match format {
         Format::Json => writeln!(out, "{}]", if first { "" } else { "\n" })?,
-        Format::Table => table.finish(out)?,
+        Format::Table | Format::Wide => table.finish(out)?,
     }
     Ok(())
 }

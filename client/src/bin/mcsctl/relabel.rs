@@ -68,7 +68,7 @@ pub async fn show(
                 "seconds": s.seconds,
             }),
         )?,
-        Format::Table => writeln!(
+        Format::Table | Format::Wide => writeln!(
             out,
             "relabeled {} to {}: {} entries, {} changed, {} already right, {} failed, {} mount(s) not entered, {:.2} s",
             s.root, s.label, s.seen, s.changed, s.unchanged, s.failed, s.mounts_skipped, s.seconds
