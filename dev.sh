@@ -12,9 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Packages the build needs (libselinux headers + libclang for the selinux crate's bindgen) and the
-# tests use (etcd for the cluster store, attr for getfattr in shell checks).
-DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang attr etcd-server curl ca-certificates)
-FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel attr etcd curl)
+# tests use (etcd for the cluster store, attr for getfattr, systemd for
+# systemd-analyze and systemd-socket-activate, rpm for rpmbuild, util-linux
+# for setpriv and mount).
+DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang attr etcd-server curl ca-certificates systemd rpm util-linux make)
+FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel attr etcd curl systemd rpm-build util-linux)
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 
