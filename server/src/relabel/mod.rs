@@ -13,6 +13,7 @@
 //! written as the `security.selinux` extended attribute, which root may set
 //! on ext4 and tmpfs; that is how the tests check it.
 
+pub mod mounts;
 pub mod safety;
 pub mod volumes;
 pub mod walk;

@@ -314,3 +314,48 @@ fn restore_modes_parse_and_policy_needs_selinux() {
         assert!(err.contains("SELinux is disabled"), "{err}");
     }
 }
+
+/// Bind mounts of the same file system have the root's device number:
+/// only the mount id (directories) and the mount table (files) tell.
+#[test]
+fn bind_mounts_from_the_same_file_system_are_not_entered() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("volume");
+    let outside = base.path().join("outside");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "s").unwrap();
+    std::fs::write(outside.join("shadow"), "x").unwrap();
+    std::fs::write(root.join("shadow"), "").unwrap();
+    let bind = |from: &Path, to: &Path| {
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount --bind {} {}", from.display(), to.display());
+        Mount(to.to_owned())
+    };
+    let _dir = bind(&outside, &root.join("etc"));
+    let _file = bind(&outside.join("shadow"), &root.join("shadow"));
+    let before = (
+        label(&outside),
+        label(&outside.join("secret")),
+        label(&outside.join("shadow")),
+    );
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(out.totals.mounts_skipped, 2, "{out:?}");
+    assert_eq!(
+        (
+            label(&outside),
+            label(&outside.join("secret")),
+            label(&outside.join("shadow"))
+        ),
+        before,
+        "a bind mount was relabeled"
+    );
+    assert_eq!(label(&root).as_deref(), Some(PRIVATE));
+}

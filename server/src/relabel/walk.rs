@@ -20,6 +20,7 @@ use std::time::Duration;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+use super::mounts::{self, MountPoints};
 use super::xattr;
 
 /// What kind of entry a label is for (policy lookups depend on it).
@@ -140,6 +141,10 @@ struct Shared<'a> {
     counters: &'a Counters,
     errors: &'a Mutex<Vec<EntryError>>,
     root_dev: u64,
+    /// The root's mount id, where the kernel reports one.
+    root_mount: Option<u64>,
+    /// Mount points below the root (for entries that are not directories).
+    mounts: MountPoints,
     cross_mounts: bool,
     injector: Injector<Job>,
     stealers: Vec<Stealer<Job>>,
@@ -159,6 +164,12 @@ pub fn walk(
     errors: &Mutex<Vec<EntryError>>,
 ) -> std::io::Result<()> {
     let root_dev = rustix::fs::fstat(&root)?.st_dev;
+    let root_mount = mounts::mount_id(&root);
+    let mounts = if options.cross_mounts {
+        MountPoints::default()
+    } else {
+        MountPoints::read(root_path)
+    };
     let threads = options.threads.max(1);
     let workers: Vec<Worker<Job>> = (0..threads).map(|_| Worker::new_lifo()).collect();
     let shared = Shared {
@@ -166,6 +177,8 @@ pub fn walk(
         counters,
         errors,
         root_dev,
+        root_mount,
+        mounts,
         cross_mounts: options.cross_mounts,
         injector: Injector::new(),
         stealers: workers.iter().map(Worker::stealer).collect(),
@@ -272,7 +285,12 @@ impl Shared<'_> {
             }
         };
         match rustix::fs::fstat(&fd) {
-            Ok(st) if st.st_dev != self.root_dev && !self.cross_mounts => {
+            Ok(st)
+                if !self.cross_mounts
+                    && (st.st_dev != self.root_dev
+                        || (self.root_mount.is_some()
+                            && mounts::mount_id(&fd) != self.root_mount)) =>
+            {
                 tally.mounts_skipped += 1;
                 return;
             }
@@ -303,6 +321,7 @@ impl Shared<'_> {
             Ok(dir) => dir,
             Err(e) => return self.fail(tally, || job.path.clone(), describe(e.into(), false)),
         };
+        let mount_points = self.mounts.in_dir(&job.path);
         while let Some(entry) = dir.read() {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -310,6 +329,12 @@ impl Shared<'_> {
             };
             let name = entry.file_name();
             if name == c"." || name == c".." {
+                continue;
+            }
+            // A mount point (a bind-mounted file, say): its label belongs to
+            // another tree.
+            if mount_points.is_some_and(|m| m.contains(OsStr::from_bytes(name.to_bytes()))) {
+                tally.mounts_skipped += 1;
                 continue;
             }
             let mut file_type = entry.file_type();
