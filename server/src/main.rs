@@ -93,7 +93,11 @@ fn init_logging(format: LogFormat) {
         if let Ok(journal) = tracing_journald::layer() {
             tracing_subscriber::registry()
                 .with(filter())
-                .with(journal.with_syslog_identifier("mcsd".into()))
+                .with(
+                    journal
+                        .with_field_prefix(None)
+                        .with_syslog_identifier("mcsd".into()),
+                )
                 .init();
             return;
         }

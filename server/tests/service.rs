@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -336,4 +337,97 @@ fn check_config_prints_the_effective_configuration_or_the_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("mcsd.toml:2: relabel.restore:"), "{err}");
+}
+
+/// When stderr is the journal (JOURNAL_STREAM names it), mcsd logs to
+/// journald's socket with structured fields. The test plays journald: it
+/// binds /run/systemd/journal/socket (only where no journald runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let journal = Path::new("/run/systemd/journal/socket");
+    if journal.exists() {
+        // A real journald owns the socket; this test cannot stand in for it.
+        eprintln!("SKIPPED: a journald runs on this machine; journal logging is tested where none does (CI)");
+        println!("SKIPPED: a journald runs on this machine");
+        return;
+    }
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    let listener = UnixDatagram::bind(journal).unwrap();
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/run/systemd/journal/socket");
+        }
+    }
+    let _cleanup = Cleanup;
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(temp.path().join("mcsd.toml"), CONFIG).unwrap();
+    let stderr = std::fs::File::create(temp.path().join("stderr")).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .arg("--config")
+        .arg(temp.path().join("mcsd.toml"))
+        .arg("--socket")
+        .arg(temp.path().join("mcsd.sock"))
+        .arg("--state-dir")
+        .arg(temp.path().join("state"))
+        .args(["--categories", "c0.c9"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    wait_for("the socket", || temp.path().join("mcsd.sock").exists());
+    let mut c = Client::connect(temp.path().join("mcsd.sock"))
+        .await
+        .unwrap();
+    c.allocate(Allocate::new("journal-me").owner("podman"))
+        .await
+        .unwrap();
+    // The native journal protocol: FIELD=value lines, or FIELD\n<len><value>.
+    let field = |entry: &[u8], name: &str, value: &str| {
+        let text = String::from_utf8_lossy(entry);
+        text.contains(&format!("{name}={value}"))
+            || text
+                .split(&format!("{name}\n"))
+                .nth(1)
+                .is_some_and(|rest| rest.get(8..8 + value.len()) == Some(value))
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    while !seen
+        .iter()
+        .any(|m| field(m, "CONTAINER_ID", "journal-me") && field(m, "OWNER", "podman"))
+    {
+        let n = listener
+            .recv(&mut buf)
+            .expect("a journal entry for the allocation");
+        seen.push(buf[..n].to_vec());
+    }
+    let entry = seen.last().unwrap();
+    assert!(
+        field(entry, "LEVEL", "s0:c"),
+        "{}",
+        String::from_utf8_lossy(entry)
+    );
+    assert!(field(entry, "SYSLOG_IDENTIFIER", "mcsd"));
+    // The audit entry names the caller.
+    while !seen
+        .iter()
+        .any(|m| field(m, "METHOD", "Allocate") && field(m, "UID", "0"))
+    {
+        let n = listener.recv(&mut buf).expect("the audit entry");
+        seen.push(buf[..n].to_vec());
+    }
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    child.wait().unwrap();
+    let plain = std::fs::read_to_string(temp.path().join("stderr")).unwrap();
+    assert!(
+        !plain.contains("journal-me"),
+        "logged to stderr instead: {plain}"
+    );
 }
