@@ -258,7 +258,7 @@ async fn sighup_applies_reservations_and_roles_and_refuses_fixed_settings() {
     };
     std::fs::write(
         &config,
-        format!("reservations = [\"c4\", \"s0:c1,c2\"]\n{CONFIG}[auth]\nreader_uids = [4242]\n"),
+        format!("reservations = [\"c4\", \"s0:c1,c2\"]\n{CONFIG}[auth]\nreader_uids = [4242]\n[relabel]\nallowlist = [\"/srv/volumes\"]\n"),
     )
     .unwrap();
     hup(&d);
@@ -270,9 +270,35 @@ async fn sighup_applies_reservations_and_roles_and_refuses_fixed_settings() {
         "reserved s0:c1,c2",
         "unreserved c3",
         "roles ([auth]) replaced",
+        "relabel rules replaced (allowlist: /srv/volumes",
     ] {
         assert!(log.contains(change), "{change}: {log}");
     }
+    // The new allowlist is in force: a root outside it is refused now.
+    c.allocate(Allocate::new("v")).await.unwrap();
+    let vol = temp.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let mut stream = c
+        .relabel(mcs_client::proto::RelabelRequest {
+            container_id: "v".into(),
+            path: vol.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("relabel outside the reloaded allowlist succeeded"),
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        status
+            .message()
+            .contains("outside the allowed relabel roots"),
+        "{status:?}"
+    );
 
     std::fs::write(
         &config,
