@@ -3,8 +3,11 @@
 //! temp dir) and tmpfs (mounted here), for, in one run:
 //! - `chcon -R -h LABEL DIR` (coreutils): what tools do today;
 //! - a bare 2-thread read_dir + lsetxattr loop: the floor, writing blindly;
-//! - mcsd's relabeler on a tree that needs every label (fresh);
-//! - mcsd's relabeler on a tree that is already labeled (read-only).
+//! - mcsd's relabeler on a tree that needs every label (fresh: labeled
+//!   otherwise, as every volume is under SELinux);
+//! - mcsd's relabeler on a tree that is already labeled (read-only);
+//! - the bare loop and mcsd on a new tree without labels (what a fresh
+//!   volume is where SELinux is disabled).
 //!
 //! Targets on the 2-core machine: fresh ≥ 2.2× chcon and ≥ 0.95× the bare
 //! loop; already labeled ≥ 2.5× chcon. Needs root (security.* xattrs,
@@ -42,16 +45,23 @@ fn main() {
     println!("targets: fresh >= 2.2x chcon and >= 0.95x bare loop; already labeled >= 2.5x chcon");
     println!();
     println!(
-        "{:<6} {:>9} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "{:<6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "fs",
         "entries",
         "chcon",
-        "bare loop",
-        "mcsd fresh",
-        "mcsd again",
+        "bare",
+        "mcsd",
+        "mcsd",
+        "bare",
+        "mcsd",
         "fresh/ch",
         "fresh/bare",
+        "new/bare",
         "again/ch"
+    );
+    println!(
+        "{:<6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "", "", "", "fresh", "again", "(new)", "(new)"
     );
     for &size in &sizes {
         for fs in ["ext4", "tmpfs"] {
@@ -64,6 +74,13 @@ fn main() {
             };
             let entries = build(&root, size);
             let rate = |d: Duration| entries as f64 / d.as_secs_f64();
+            // A new tree has no labels where SELinux is disabled: measure
+            // that first, for the floor and for mcsd (labels removed in
+            // between, unmeasured).
+            let bare_new = time(|| bare_loop(&root, LABELS[3]));
+            unlabel(&root);
+            let new = time(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
+            // Then a tree labeled otherwise: what every volume is under SELinux.
             let chcon = time(|| {
                 let ok = Command::new("chcon")
                     .args(["-R", "-h", LABELS[0]])
@@ -77,17 +94,38 @@ fn main() {
             let fresh = time(|| assert_eq!(mcsd(&root, LABELS[2]).changed, entries as u64));
             let again = time(|| assert_eq!(mcsd(&root, LABELS[2]).unchanged, entries as u64));
             println!(
-                "{:<6} {:>9} {:>12.0} {:>12.0} {:>12.0} {:>12.0} {:>9.2}x {:>9.2}x {:>9.2}x",
+                "{:<6} {:>9} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
                 fs,
                 entries,
                 rate(chcon),
                 rate(bare),
                 rate(fresh),
                 rate(again),
+                rate(bare_new),
+                rate(new),
                 chcon.as_secs_f64() / fresh.as_secs_f64(),
                 bare.as_secs_f64() / fresh.as_secs_f64(),
+                bare_new.as_secs_f64() / new.as_secs_f64(),
                 chcon.as_secs_f64() / again.as_secs_f64(),
             );
+        }
+    }
+}
+
+/// Removes every label under `root` (not measured).
+fn unlabel(path: &Path) {
+    let _ = rustix::fs::lremovexattr(path.as_os_str().as_bytes(), "security.selinux");
+    if std::fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                unlabel(&entry.path());
+            } else {
+                let _ = rustix::fs::lremovexattr(
+                    entry.path().as_os_str().as_bytes(),
+                    "security.selinux",
+                );
+            }
         }
     }
 }

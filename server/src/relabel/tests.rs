@@ -359,3 +359,56 @@ fn bind_mounts_from_the_same_file_system_are_not_entered() {
     );
     assert_eq!(label(&root).as_deref(), Some(PRIVATE));
 }
+
+/// The create-only fast path for unlabeled entries never rewrites an entry
+/// that already has a label: mixed trees keep their ctimes where the label
+/// was right, and get the label where it was wrong.
+#[test]
+fn unlabeled_labeled_and_mislabeled_entries_mixed() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("mixed");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut right = Vec::new();
+    for i in 0..300 {
+        let f = root.join(format!("f{i:03}"));
+        std::fs::write(&f, "x").unwrap();
+        let c = CString::new(f.as_os_str().as_bytes()).unwrap();
+        match i % 3 {
+            0 => {}
+            1 => {
+                xattr::set_at(c.as_bytes(), PRIVATE).unwrap();
+                right.push(f);
+            }
+            _ => xattr::set_at(c.as_bytes(), SHARED).unwrap(),
+        }
+    }
+    let ctimes: Vec<(i64, i64)> = right
+        .iter()
+        .map(|f| {
+            let m = std::fs::symlink_metadata(f).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let out = run(&root, PRIVATE, false);
+    // 100 unlabeled + 100 mislabeled files and the directory changed.
+    assert_eq!(
+        (out.totals.changed, out.totals.unchanged, out.totals.failed),
+        (201, 100, 0)
+    );
+    for i in 0..300 {
+        assert_eq!(
+            label(&root.join(format!("f{i:03}"))).as_deref(),
+            Some(PRIVATE)
+        );
+    }
+    let after: Vec<(i64, i64)> = right
+        .iter()
+        .map(|f| {
+            let m = std::fs::symlink_metadata(f).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        })
+        .collect();
+    assert_eq!(ctimes, after, "an entry that had the label was rewritten");
+}

@@ -21,7 +21,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::mounts::{self, MountPoints};
-use super::xattr;
+use super::xattr::{self, Compared};
 
 /// What kind of entry a label is for (policy lookups depend on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,17 +380,45 @@ impl Shared<'_> {
                             .expect("no NUL in a /proc path");
                         &proc_path
                     };
-                    self.apply(
-                        tally,
-                        xattr::has_at(at, &want),
-                        &want,
-                        |label| xattr::set_name(at, label),
-                        || child(&job.path, name),
-                    )
+                    self.entry(tally, at, &want, || child(&job.path, name))
                 }
                 Ok(None) => {}
                 Err(e) => self.fail(tally, || child(&job.path, name), e),
             }
+        }
+    }
+
+    /// Labels one entry that is not a directory. Reads first, writes only
+    /// if the label differs. Where SELinux is disabled, unlabeled trees are
+    /// common (fresh volumes): after meeting an entry without a label, a
+    /// worker tries a create-only write first, one syscall instead of two,
+    /// which fails without touching a labeled entry (and switches back to
+    /// reading first). Under SELinux every entry has a label, so this path
+    /// never starts there.
+    fn entry(&self, tally: &mut Totals, at: &CStr, want: &[u8], path: impl FnOnce() -> PathBuf) {
+        thread_local! {
+            static UNLABELED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if UNLABELED.get() {
+            match xattr::create_name(at, want) {
+                Ok(true) => {
+                    tally.changed += 1;
+                    return;
+                }
+                Ok(false) => UNLABELED.set(false),
+                Err(e) => return self.fail(tally, path, describe(e, true)),
+            }
+        }
+        match xattr::compare_at(at, want) {
+            Ok(Compared::Same) => tally.unchanged += 1,
+            Ok(compared) => match xattr::set_name(at, want) {
+                Ok(()) => {
+                    tally.changed += 1;
+                    UNLABELED.set(compared == Compared::Missing);
+                }
+                Err(e) => self.fail(tally, path, describe(e, true)),
+            },
+            Err(e) => self.fail(tally, path, describe(e, true)),
         }
     }
 

@@ -73,20 +73,53 @@ pub fn get_at(path: &[u8]) -> io::Result<Option<Vec<u8>>> {
     )
 }
 
-/// Whether the entry at `name` (as for [`get_at`]) has label `want`,
-/// compared in place: the walk asks this once per entry, so it neither
+/// How an entry's label compares with the one wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compared {
+    /// It is the label wanted.
+    Same,
+    /// It is another label.
+    Different,
+    /// It has none (only where SELinux is disabled: under SELinux every
+    /// file has a label).
+    Missing,
+}
+
+/// Compares the label of the entry at `name` (as for [`get_at`]) with
+/// `want`, in place: the walk asks this once per entry, so it neither
 /// zeroes nor allocates.
-pub fn has_at(name: &CStr, want: &[u8]) -> io::Result<bool> {
+pub fn compare_at(name: &CStr, want: &[u8]) -> io::Result<Compared> {
+    let same = |yes: bool| {
+        if yes {
+            Compared::Same
+        } else {
+            Compared::Different
+        }
+    };
     // Room for `want`, its NUL, and one byte more to tell a longer label.
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
     if want.len() + 2 > buf.len() {
-        return Ok(get_at(name.to_bytes())?.as_deref() == Some(want));
+        return Ok(match get_at(name.to_bytes())? {
+            None => Compared::Missing,
+            Some(label) => same(label == want),
+        });
     }
     match rustix::fs::lgetxattr(name, SELINUX_XATTR, &mut buf[..]) {
-        Ok((found, _)) => Ok(trim(found) == want),
-        Err(rustix::io::Errno::NODATA) => Ok(false),
+        Ok((found, _)) => Ok(same(trim(found) == want)),
+        Err(rustix::io::Errno::NODATA) => Ok(Compared::Missing),
         // Longer than the buffer, so longer than `want`.
-        Err(rustix::io::Errno::RANGE) => Ok(false),
+        Err(rustix::io::Errno::RANGE) => Ok(Compared::Different),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets the label of the entry at `name` only if it has none
+/// (`XATTR_CREATE`): `Ok(false)` and nothing written when it has one. A
+/// labeled entry is left untouched, ctime included.
+pub fn create_name(name: &CStr, label: &[u8]) -> io::Result<bool> {
+    match rustix::fs::lsetxattr(name, SELINUX_XATTR, &with_nul(label), XattrFlags::CREATE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
