@@ -17,7 +17,8 @@ FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 CARGO       ?= cargo
 BIN         ?= target/release
 
-.PHONY: all build install install-files
+.PHONY: all build install install-files policy
+SELINUX_DEVEL ?= /usr/share/selinux/devel/Makefile
 all: build
 
 build:
@@ -43,3 +44,7 @@ install-files:
 	$(BIN)/mcsctl completions bash > $(DESTDIR)$(BASHCOMPDIR)/mcsctl
 	$(BIN)/mcsctl completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_mcsctl
 	$(BIN)/mcsctl completions fish > $(DESTDIR)$(FISHCOMPDIR)/mcsctl.fish
+
+# mcsd's SELinux policy module (needs selinux-policy-dev / -devel).
+policy:
+	$(MAKE) -C policy -f $(SELINUX_DEVEL) mcsd.pp
