@@ -14,6 +14,22 @@ use common::{TestDaemon, CONFIG};
 use mcs_client::{Allocate, Client};
 use rustix::process::{kill_process, Pid, Signal};
 
+/// mcsd on c0.c9 with its config, socket and state in `dir`, not yet
+/// started: for tests that control its environment themselves.
+fn mcsd_in(dir: &std::path::Path) -> Command {
+    std::fs::write(dir.join("mcsd.toml"), CONFIG).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcsd"));
+    command
+        .arg("--config")
+        .arg(dir.join("mcsd.toml"))
+        .arg("--socket")
+        .arg(dir.join("mcsd.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--categories", "c0.c9"]);
+    command
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -38,15 +54,7 @@ async fn readiness_and_stopping_are_sent_to_notify_socket() {
     listener
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    std::fs::write(temp.path().join("mcsd.toml"), CONFIG).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
-        .arg("--config")
-        .arg(temp.path().join("mcsd.toml"))
-        .arg("--socket")
-        .arg(temp.path().join("mcsd.sock"))
-        .arg("--state-dir")
-        .arg(temp.path().join("state"))
-        .args(["--categories", "c0.c9"])
+    let mut child = mcsd_in(temp.path())
         .env("NOTIFY_SOCKET", &notify)
         .stderr(Stdio::null())
         .spawn()
@@ -392,17 +400,9 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
         .unwrap();
 
     let temp = tempfile::tempdir().unwrap();
-    std::fs::write(temp.path().join("mcsd.toml"), CONFIG).unwrap();
     let stderr = std::fs::File::create(temp.path().join("stderr")).unwrap();
     let meta = stderr.metadata().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
-        .arg("--config")
-        .arg(temp.path().join("mcsd.toml"))
-        .arg("--socket")
-        .arg(temp.path().join("mcsd.sock"))
-        .arg("--state-dir")
-        .arg(temp.path().join("state"))
-        .args(["--categories", "c0.c9"])
+    let mut child = mcsd_in(temp.path())
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
         .stderr(stderr)
         .spawn()
