@@ -457,3 +457,38 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
         "logged to stderr instead: {plain}"
     );
 }
+
+/// A plain health check (service "") and the API's own entry both turn
+/// NOT_SERVING when mcsd starts stopping, seen by a client watching them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_when_stopping() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let d = TestDaemon::start("c0.c9");
+    let c = d.client().await;
+    let mut watches = Vec::new();
+    for service in ["", "mcs.v1.Labels"] {
+        let mut health = HealthClient::new(c.channel());
+        let mut stream = health
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push((service, stream));
+    }
+    kill_process(Pid::from_raw(d.pid() as i32).unwrap(), Signal::TERM).unwrap();
+    for (service, mut stream) in watches {
+        let next = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("a status change before the timeout")
+            .unwrap()
+            .expect("the stream carries the change before it ends");
+        assert_eq!(next.status(), ServingStatus::NotServing, "{service:?}");
+    }
+}

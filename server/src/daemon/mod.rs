@@ -16,6 +16,7 @@ use mcs_proto::v1::labels_server::LabelsServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic_health::ServingStatus;
 
 use crate::auth::Policy;
 use crate::config::Config;
@@ -31,6 +32,11 @@ use crate::socket::{BoundSocket, SocketError};
 use crate::store::sled::SledStore;
 use crate::store::StoreError;
 use crate::systemd;
+
+mod reload;
+mod run;
+
+pub use run::run;
 
 /// Largest request accepted; real requests are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -235,6 +241,11 @@ impl Daemon {
         ))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
         let (health, health_service) = tonic_health::server::health_reporter();
+        // The overall status ("" — what a plain health check asks) starts
+        // SERVING in tonic-health; it must say so only once mcsd does.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(mcs_proto::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -262,6 +273,7 @@ impl Daemon {
                 }),
         );
         health.set_serving::<LabelsServer<LabelService>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
         serving.store(true, Ordering::Relaxed);
         tracing::info!(socket = %socket.path().display(), range = %config.range, "mcsd is serving");
         Ok(Daemon {
@@ -276,110 +288,6 @@ impl Daemon {
             relabeler,
             config: std::sync::Mutex::new(config.clone()),
         })
-    }
-
-    /// Applies a new configuration while running: roles, relabel rules and
-    /// configured reservations. Settings that only a restart can change
-    /// (range, state directory, socket) refuse the whole reload, so nothing
-    /// is half applied. Returns what changed, in words.
-    pub async fn reload(&self, new: Config) -> Result<Vec<String>, String> {
-        let old = self
-            .config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let fixed = [
-            ("categories", old.range.to_string(), new.range.to_string()),
-            (
-                "state_dir",
-                old.state_dir.display().to_string(),
-                new.state_dir.display().to_string(),
-            ),
-            (
-                "socket",
-                old.socket.display().to_string(),
-                new.socket.display().to_string(),
-            ),
-        ];
-        for (key, was, now) in fixed {
-            if was != now {
-                return Err(format!(
-                    "{key} cannot change while mcsd runs ({was} -> {now}); restart mcsd to apply it. Nothing was changed"
-                ));
-            }
-        }
-        if new.relabel.restore == RestoreMode::Policy && old.relabel.restore != RestoreMode::Policy
-        {
-            FromPolicy::new()
-                .map_err(|e| format!("relabel.restore = \"policy\": {e}. Nothing was changed"))?;
-        }
-        let mut changes = Vec::new();
-        if new.auth != old.auth {
-            let policy = Policy::new(new.auth.clone(), rustix::process::geteuid().as_raw());
-            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
-            changes.push("roles ([auth]) replaced".to_owned());
-        }
-        if new.relabel != old.relabel {
-            let relabeler = Arc::new(Relabeler::new(new.relabel.clone(), &new.state_dir));
-            *self.relabeler.write().unwrap_or_else(|e| e.into_inner()) = relabeler;
-            changes.push(format!(
-                "relabel rules replaced (allowlist: {}, restore: {})",
-                if new.relabel.allowlist.is_empty() {
-                    "none".to_owned()
-                } else {
-                    new.relabel
-                        .allowlist
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-                new.relabel.restore
-            ));
-        }
-        for r in new
-            .reservations
-            .iter()
-            .filter(|r| !old.reservations.contains(r))
-        {
-            let done = self
-                .engine
-                .reserve(*r)
-                .await
-                .map_err(|e| format!("reserving {r}: {e}"))?;
-            changes.push(format!("reserved {r} ({} pairs covered)", done.covered));
-        }
-        for r in old
-            .reservations
-            .iter()
-            .filter(|r| !new.reservations.contains(r))
-        {
-            let done = self
-                .engine
-                .unreserve(*r)
-                .await
-                .map_err(|e| format!("unreserving {r}: {e}"))?;
-            changes.push(format!("unreserved {r} ({} pairs free again)", done.freed));
-        }
-        let later = [
-            (
-                "labels",
-                old.process_template != new.process_template
-                    || old.file_template != new.file_template,
-            ),
-            ("metrics", old.metrics != new.metrics),
-            (
-                "in_use",
-                old.scan_in_use != new.scan_in_use || old.proc_root != new.proc_root,
-            ),
-        ];
-        for (key, changed) in later {
-            if changed {
-                changes.push(format!("[{key}] changed: takes effect at the next start"));
-            }
-        }
-        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new;
-        Ok(changes)
     }
 
     /// The socket clients connect to.
@@ -398,6 +306,9 @@ impl Daemon {
         self.serving.store(false, Ordering::Relaxed);
         self.health
             .set_not_serving::<LabelsServer<LabelService>>()
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
             .await;
         if let Some(metrics) = &self.metrics {
             metrics.abort();
@@ -435,58 +346,4 @@ fn create_state_dir(path: &Path) -> Result<(), DaemonError> {
             path: path.to_owned(),
             source,
         })
-}
-
-/// Runs the daemon until SIGTERM or SIGINT; SIGHUP calls `reload` for a
-/// fresh configuration (file and flags) and applies what can change while
-/// running. Tells systemd when it is ready and when it stops.
-pub async fn run(
-    config: &Config,
-    reload: impl Fn() -> Result<Config, String>,
-) -> Result<(), DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let signal_err =
-        |e: std::io::Error| DaemonError::Activation(format!("cannot handle signals: {e}"));
-    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
-
-    systemd::notify(&format!(
-        "STATUS=Loading the store in {}",
-        config.state_dir.display()
-    ));
-    let daemon = Daemon::start(config).await?;
-    let status = |engine: &Engine| {
-        let engine = engine.clone();
-        async move {
-            match engine.stats().await {
-                Ok(s) => format!(
-                    "STATUS=Serving: {} of {} pairs held, {} reserved, {} containers",
-                    s.pool.held, s.pool.total, s.pool.reserved, s.containers
-                ),
-                Err(e) => format!("STATUS=Serving; stats unavailable: {e}"),
-            }
-        }
-    };
-    systemd::notify(&format!("READY=1\n{}", status(daemon.engine()).await));
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                match reload() {
-                    Ok(new) => match daemon.reload(new).await {
-                        Ok(changes) if changes.is_empty() => tracing::info!("configuration reloaded: nothing changed"),
-                        Ok(changes) => tracing::info!(changes = %changes.join("; "), "configuration reloaded"),
-                        Err(e) => tracing::error!("configuration reload refused: {e}"),
-                    },
-                    Err(e) => tracing::error!("configuration reload refused: {e}"),
-                }
-                systemd::notify(&status(daemon.engine()).await);
-            }
-        }
-    }
-    tracing::info!("shutting down");
-    systemd::notify("STOPPING=1\nSTATUS=Stopping: finishing calls in flight, flushing the store");
-    daemon.stop().await
 }
