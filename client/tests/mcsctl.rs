@@ -382,6 +382,14 @@ async fn status_stats_bar_and_list_sort_limit_wide() {
         ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "age"]))),
         ["b", "a", "c"]
     );
+    // The limit applies after sorting: the two newest, not the first two ids.
+    assert_eq!(
+        ids(&stdout(&mcsctl(
+            &s.socket,
+            &["list", "--sort", "age", "--limit", "2"]
+        ))),
+        ["b", "a"]
+    );
     let wide = stdout(&mcsctl(&s.socket, &["-o", "wide", "list"]));
     assert!(
         wide.lines().next().unwrap().contains("PROCESS LABEL"),
@@ -446,5 +454,40 @@ async fn the_oci_poststop_hook_releases_and_never_fails() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not JSON"),
         "{out:?}"
+    );
+}
+
+/// Colors appear on a terminal and disappear with NO_COLOR (run under
+/// script(1), which gives mcsctl a pseudo-terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colors_only_on_a_terminal_and_never_with_no_color() {
+    let s = daemon("c0.c9").await;
+    stdout(&mcsctl(&s.socket, &["allocate", "x"]));
+    let on_tty = |no_color: bool| {
+        let command = format!(
+            "{} --socket {} stats",
+            env!("CARGO_BIN_EXE_mcsctl"),
+            s.socket.display()
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let out = script.output().expect("script (util-linux/bsdutils)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let colored = on_tty(false);
+    assert!(
+        colored.contains("\x1b[32m#"),
+        "no color on a terminal: {colored:?}"
+    );
+    let plain = on_tty(true);
+    assert!(
+        plain.contains("usage") && !plain.contains("\x1b["),
+        "NO_COLOR ignored: {plain:?}"
     );
 }

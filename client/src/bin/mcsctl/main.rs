@@ -4,6 +4,7 @@
 //! Errors print one line on stderr and exit with status 1.
 
 mod hook;
+mod list;
 mod output;
 mod relabel;
 
@@ -14,7 +15,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mcs_client::{proto, Allocate, Client, ClientError};
 use serde_json::json;
-use tokio_stream::StreamExt;
 
 use output::Format;
 
@@ -30,19 +30,6 @@ struct Cli {
     output: Format,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Row orders for `list`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Sort {
-    /// Container id (streamed as it comes)
-    Id,
-    /// Owner, then id
-    Owner,
-    /// Level
-    Level,
-    /// Newest first
-    Age,
 }
 
 /// OCI hook stages mcsctl handles.
@@ -92,7 +79,7 @@ enum Command {
         limit: Option<u64>,
         /// Order of the rows
         #[arg(long, value_enum, default_value = "id")]
-        sort: Sort,
+        sort: list::Sort,
     },
     /// Show the daemon's version, uptime, store, SELinux mode and health
     Status,
@@ -307,34 +294,13 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             limit,
             sort,
         } => {
-            let request = proto::ListRequest {
-                owner: owner.unwrap_or_default(),
-                group: group.unwrap_or_default(),
-                limit: limit.unwrap_or(0),
-                ..Default::default()
+            let query = list::Query {
+                owner,
+                group,
+                limit,
+                sort,
             };
-            let mut stream = client.list(request).await?;
-            if sort == Sort::Id {
-                list(&mut stream, format, wide, out).await?;
-            } else {
-                let mut all = Vec::new();
-                while let Some(chunk) = stream.next().await {
-                    all.extend(chunk.map_err(ClientError::from)?.allocations);
-                }
-                match sort {
-                    Sort::Owner => all.sort_by(|a, b| {
-                        (&a.owner, &a.container_id).cmp(&(&b.owner, &b.container_id))
-                    }),
-                    Sort::Level => all.sort_by_key(|a| level_key(&a.level)),
-                    Sort::Age => all.sort_by_key(|a| {
-                        std::cmp::Reverse(a.created_at.map(|t| (t.seconds, t.nanos)))
-                    }),
-                    Sort::Id => {}
-                }
-                let chunk = proto::ListResponse { allocations: all };
-                let mut sorted = tokio_stream::iter([Ok::<_, tonic::Status>(chunk)]);
-                list(&mut sorted, format, wide, out).await?;
-            }
+            list::run(&mut client, query, format, wide, out).await?
         }
         Command::Stats => {
             let s = client.stats().await?;
@@ -507,78 +473,6 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 }
             }
         }
-    }
-    Ok(())
-}
-
-/// Streams a listing to `out` as it arrives.
-/// Sort key of a level `s0:cX,cY`: (X, Y) as numbers.
-fn level_key(level: &str) -> (u32, u32) {
-    let mut numbers = level
-        .trim_start_matches("s0:")
-        .split(',')
-        .map(|c| c.trim_start_matches('c').parse().unwrap_or(u32::MAX));
-    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
-}
-
-async fn list(
-    stream: &mut (impl tokio_stream::Stream<Item = Result<proto::ListResponse, tonic::Status>> + Unpin),
-    format: Format,
-    wide: bool,
-    out: &mut impl Write,
-) -> Result<(), Failure> {
-    let mut header = vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "AGE"];
-    if wide {
-        header.extend(["PROCESS LABEL", "FILE LABEL", "ROOTS"]);
-    }
-    let mut table = output::StreamingTable::new(header);
-    let mut first = true;
-    if format == Format::Json {
-        write!(out, "[")?;
-    }
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(ClientError::from)?;
-        match format {
-            Format::Json => {
-                for a in &chunk.allocations {
-                    let sep = if first { "\n  " } else { ",\n  " };
-                    first = false;
-                    write!(out, "{sep}{}", output::allocation_json(a))?;
-                }
-            }
-            Format::Table | Format::Wide => {
-                let rows: Vec<Vec<String>> = chunk
-                    .allocations
-                    .iter()
-                    .map(|a| {
-                        let mut row = vec![
-                            a.container_id.clone(),
-                            a.owner.clone(),
-                            a.group.clone(),
-                            a.level.clone(),
-                            output::age(a.created_at.as_ref()),
-                        ];
-                        if wide {
-                            row.push(a.process_label.clone());
-                            row.push(a.file_label.clone());
-                            row.push(
-                                a.roots
-                                    .iter()
-                                    .map(|r| r.path.clone())
-                                    .collect::<Vec<_>>()
-                                    .join(","),
-                            );
-                        }
-                        row
-                    })
-                    .collect();
-                table.rows(out, &rows)?;
-            }
-        }
-    }
-    match format {
-        Format::Json => writeln!(out, "{}]", if first { "" } else { "\n" })?,
-        Format::Table | Format::Wide => table.finish(out)?,
     }
     Ok(())
 }
