@@ -382,6 +382,19 @@ async fn status_stats_bar_and_list_sort_limit_wide() {
         ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "age"]))),
         ["b", "a", "c"]
     );
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--node", &host]))).len(),
+        3
+    );
+    assert!(ids(&stdout(&mcsctl(
+        &s.socket,
+        &["list", "--node", "elsewhere"]
+    )))
+    .is_empty());
     // The limit applies after sorting: the two newest, not the first two ids.
     assert_eq!(
         ids(&stdout(&mcsctl(

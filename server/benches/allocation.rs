@@ -331,6 +331,7 @@ async fn fill_store(state: &Path) -> Duration {
         EngineConfig {
             range,
             labels: Labels::default(),
+            node: "bench".into(),
         },
     )
     .await

@@ -52,6 +52,9 @@ pub struct Config {
     pub reservations: Vec<Reservation>,
     /// Where Prometheus metrics are served, if anywhere (`[metrics] listen`).
     pub metrics: Option<MetricsListen>,
+    /// This host's name, recorded with each allocation (default: the
+    /// kernel's hostname).
+    pub node_name: String,
 }
 
 /// A metrics listener address.
@@ -109,6 +112,7 @@ impl Default for Config {
             relabel: RelabelConfig::default(),
             reservations: Vec::new(),
             metrics: None,
+            node_name: hostname(),
         }
     }
 }
@@ -167,6 +171,7 @@ struct FileConfig {
     in_use: Option<InUseSection>,
     relabel: Option<RelabelSection>,
     reservations: Option<Vec<Spanned<String>>>,
+    node_name: Option<Spanned<String>>,
     metrics: Option<MetricsSection>,
 }
 
@@ -213,6 +218,19 @@ struct AuthSection {
 struct LabelsSection {
     process: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
+}
+
+/// The kernel's host name, the default node name.
+fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {
@@ -282,6 +300,10 @@ impl Config {
                 self.proc_root = absolute("in_use.proc_root", root.into_inner())
                     .map_err(|m| value_err("in_use.proc_root", span, m))?;
             }
+        }
+        if let Some(name) = file.node_name {
+            self.set_node_name(name.get_ref())
+                .map_err(|m| value_err("node_name", name.span(), m))?;
         }
         if let Some(list) = file.reservations {
             let mut reservations = Vec::with_capacity(list.len());
@@ -415,6 +437,7 @@ impl Config {
         out.push_str(&format!("socket = {}\n", path(&self.socket)));
         out.push_str(&format!("state_dir = {}\n", path(&self.state_dir)));
         out.push_str(&format!("categories = {}\n", q(&self.range.to_string())));
+        out.push_str(&format!("node_name = {}\n", q(&self.node_name)));
         out.push_str(&format!(
             "reservations = {}\n",
             list(
@@ -468,6 +491,23 @@ impl Config {
                 .unwrap_or_default())
         ));
         out
+    }
+
+    /// Sets the node name: 1-253 characters of `[A-Za-z0-9.-_]`, as host
+    /// names are.
+    pub fn set_node_name(&mut self, name: &str) -> Result<(), String> {
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a node name: use 1-253 characters of A-Z a-z 0-9 . _ -"
+            ));
+        }
+        self.node_name = name.to_owned();
+        Ok(())
     }
 
     /// Applies a `--categories` value.

@@ -86,9 +86,11 @@ pub async fn adopt(engine: &Engine, in_use: &InUse) -> Result<Adopted, AllocErro
     let mut adopted = Adopted::default();
 
     // Previous starts' holds: keep those whose level is still in use.
+    // Only this host's: its processes are the ones scanned.
     let filter = ListFilter {
         owner: Some(owner.clone()),
         group: None,
+        node: Some(engine.node().to_owned()),
     };
     let mut still_held = BTreeSet::new();
     let mut after = None;

@@ -22,6 +22,9 @@ struct Args {
     /// Category range to hand out, e.g. c0.c1023 or c0.c9
     #[arg(long, value_name = "RANGE")]
     categories: Option<String>,
+    /// This host's name, recorded with each allocation [default: hostname]
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Development mode: socket and state under ./.mcsd-dev, no root needed
     #[arg(long)]
     dev: bool,
@@ -60,6 +63,11 @@ fn config_of(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &args.state_dir {
         config.state_dir = std::path::absolute(dir)?;
+    }
+    if let Some(name) = &args.node_name {
+        config
+            .set_node_name(name)
+            .map_err(|m| anyhow::anyhow!("--node-name: {m}"))?;
     }
     if let Some(categories) = &args.categories {
         config.set_categories(categories)?;

@@ -44,9 +44,11 @@ pub async fn reconcile(
     request: ReconcileRequest,
 ) -> Result<Reconciled, AllocError> {
     let started = store::now();
+    // A runtime knows the containers of its own host only.
     let filter = ListFilter {
         owner: Some(request.owner.clone()),
         group: None,
+        node: Some(engine.node().to_owned()),
     };
     let mut result = Reconciled::default();
     let mut stale = Vec::new();

@@ -286,6 +286,7 @@ pub fn allocation_to_proto(r: &AllocationRecord) -> pb::Allocation {
         mount_option: mount_option(&r.file_label),
         file_label: r.file_label.clone(),
         created_at: Some(timestamp(r.created_at)),
+        node: r.node.clone(),
         roots: r
             .roots
             .iter()
@@ -424,6 +425,7 @@ impl Labels for LabelService {
         let filter = ListFilter {
             owner: optional(req.owner, Owner::new)?,
             group: optional(req.group, GroupKey::new)?,
+            node: (!req.node.is_empty()).then_some(req.node),
         };
         let mut after = optional(req.start_after, ContainerId::new)?;
         let mut remaining = if req.limit == 0 { u64::MAX } else { req.limit };

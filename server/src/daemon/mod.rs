@@ -188,6 +188,7 @@ impl Daemon {
             EngineConfig {
                 range: config.range,
                 labels,
+                node: config.node_name.clone(),
             },
         )
         .await?;

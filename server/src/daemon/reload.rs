@@ -31,6 +31,7 @@ impl Daemon {
                 old.socket.display().to_string(),
                 new.socket.display().to_string(),
             ),
+            ("node_name", old.node_name.clone(), new.node_name.clone()),
         ];
         for (key, was, now) in fixed {
             if was != now {

@@ -477,6 +477,7 @@ impl Actor {
             level,
             created_at: now,
             roots: Vec::new(),
+            node: self.config.node.clone(),
         };
         ops.insert(0, Op::CreateAllocation(record.clone()));
         entities.push(Entity::Pair(index));

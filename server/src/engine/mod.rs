@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub range: CategoryRange,
     /// Templates for the labels of new allocations.
     pub labels: Labels,
+    /// This host's name, recorded with each allocation it makes.
+    pub node: String,
 }
 
 /// A request for a container's label.
@@ -111,11 +113,14 @@ pub struct ListFilter {
     pub owner: Option<Owner>,
     /// Only this group's.
     pub group: Option<GroupKey>,
+    /// Only those made on this node.
+    pub node: Option<String>,
 }
 
 impl ListFilter {
     fn matches(&self, r: &AllocationRecord) -> bool {
-        self.owner.as_ref().is_none_or(|o| *o == r.owner)
+        self.node.as_ref().is_none_or(|n| *n == r.node)
+            && self.owner.as_ref().is_none_or(|o| *o == r.owner)
             && self
                 .group
                 .as_ref()
@@ -193,6 +198,11 @@ impl Engine {
                 actor: std::sync::Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// This host's name, as recorded with its allocations.
+    pub fn node(&self) -> &str {
+        &self.inner.config.node
     }
 
     /// The configured category range.

@@ -123,6 +123,8 @@ struct AllocationV1 {
     file_label: String,
     #[prost(int64, tag = "8")]
     created_at_ms: i64,
+    #[prost(string, tag = "9")]
+    node: String,
     #[prost(message, repeated, tag = "10")]
     roots: Vec<RootV1>,
 }
@@ -184,6 +186,7 @@ pub fn encode_allocation(r: &AllocationRecord) -> Vec<u8> {
         process_label: r.process_label.clone(),
         file_label: r.file_label.clone(),
         created_at_ms: millis(r.created_at),
+        node: r.node.clone(),
         roots: r
             .roots
             .iter()
@@ -213,6 +216,7 @@ pub fn decode_allocation(bytes: &[u8]) -> Result<AllocationRecord, DecodeError> 
         process_label: m.process_label,
         file_label: m.file_label,
         created_at: time(m.created_at_ms),
+        node: m.node,
         roots: m
             .roots
             .into_iter()
@@ -315,6 +319,7 @@ mod tests {
             process_label: "system_u:system_r:container_t:s0:c3,c700".into(),
             file_label: "system_u:object_r:container_file_t:s0:c3,c700".into(),
             created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            node: "host-a".into(),
             roots: vec![
                 RelabeledRoot {
                     path: PathBuf::from(OsString::from_vec(b"/srv/vol\xff".to_vec())),

@@ -55,6 +55,9 @@ pub struct AllocationRecord {
     pub created_at: SystemTime,
     /// Trees relabeled for this container, restored on release.
     pub roots: Vec<RelabeledRoot>,
+    /// The host whose mcsd made the allocation (empty in records written
+    /// before nodes were recorded).
+    pub node: String,
 }
 
 /// A tree relabeled for a container, recorded before the walk starts so a

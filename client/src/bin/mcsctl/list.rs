@@ -28,6 +28,8 @@ pub struct Query {
     pub owner: Option<String>,
     /// Only this group's.
     pub group: Option<String>,
+    /// Only those made on this node.
+    pub node: Option<String>,
     /// At most this many.
     pub limit: Option<u64>,
     /// Row order.
@@ -45,6 +47,7 @@ pub async fn run(
     let Query {
         owner,
         group,
+        node,
         limit,
         sort,
     } = query;
@@ -53,6 +56,7 @@ pub async fn run(
     let request = proto::ListRequest {
         owner: owner.unwrap_or_default(),
         group: group.unwrap_or_default(),
+        node: node.unwrap_or_default(),
         limit: if sort == Sort::Id {
             limit.unwrap_or(0)
         } else {
@@ -106,7 +110,7 @@ async fn list(
 ) -> Result<(), Failure> {
     let mut header = vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "AGE"];
     if wide {
-        header.extend(["PROCESS LABEL", "FILE LABEL", "ROOTS"]);
+        header.extend(["NODE", "PROCESS LABEL", "FILE LABEL", "ROOTS"]);
     }
     let mut table = output::StreamingTable::new(header);
     let mut first = true;
@@ -136,6 +140,7 @@ async fn list(
                             output::age(a.created_at.as_ref()),
                         ];
                         if wide {
+                            row.push(a.node.clone());
                             row.push(a.process_label.clone());
                             row.push(a.file_label.clone());
                             row.push(

@@ -74,6 +74,9 @@ enum Command {
         /// Only this group's
         #[arg(long)]
         group: Option<String>,
+        /// Only those made on this node (host)
+        #[arg(long)]
+        node: Option<String>,
         /// At most this many
         #[arg(long)]
         limit: Option<u64>,
@@ -291,12 +294,14 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
         Command::List {
             owner,
             group,
+            node,
             limit,
             sort,
         } => {
             let query = list::Query {
                 owner,
                 group,
+                node,
                 limit,
                 sort,
             };

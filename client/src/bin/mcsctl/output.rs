@@ -77,6 +77,10 @@ pub fn allocation_json(a: &proto::Allocation) -> Value {
         "file_label": a.file_label,
         "mount_option": a.mount_option,
         "created_at": time(a.created_at.as_ref()),
+        "node": a.node,
+        "roots": a.roots.iter().map(|r| json!({
+            "path": r.path, "shared": r.shared, "original_label": r.original_label,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -109,6 +113,7 @@ pub fn print_allocation(out: &mut impl Write, a: &proto::Allocation) -> io::Resu
             ("file_label", a.file_label.clone()),
             ("mount_option", a.mount_option.clone()),
             ("created_at", time(a.created_at.as_ref())),
+            ("node", a.node.clone()),
         ],
     )
 }
