@@ -98,7 +98,10 @@ pub async fn adopt(engine: &Engine, in_use: &InUse) -> Result<Adopted, AllocErro
     let stats = engine.stats().await?;
     let any = stats.owners.iter().any(|(o, n)| *o == owner && *n > 0);
     let mut after = None;
-    while any {
+    loop {
+        if !any {
+            break;
+        }
         let page = engine.list_page(&filter, after.as_ref()).await?;
         for record in page.records {
             if in_use.contains_key(&record.level) {
