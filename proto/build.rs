@@ -1,5 +1,7 @@
 //! Compiles `proto/mcs/v1/*.proto` with protox, a pure-Rust protobuf
-//! compiler, so building mcsd never needs a system `protoc`.
+//! compiler, so the API crate (and every client of it) builds without a
+//! system `protoc`. (The daemon's etcd client does need one for etcd's own
+//! protos; `dev.sh` installs it.)
 
 use std::{env, fs, path::PathBuf};
 

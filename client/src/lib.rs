@@ -91,6 +91,7 @@ impl Allocate {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: LabelsClient<Channel>,
+    channel: Channel,
     socket: PathBuf,
 }
 
@@ -125,9 +126,25 @@ impl Client {
             .await
             .map_err(|e| connect_err(error_chain(&e)))?;
         Ok(Self {
-            inner: LabelsClient::new(channel),
+            inner: LabelsClient::new(channel.clone()),
+            channel,
             socket,
         })
+    }
+
+    /// The connection, for other services mcsd serves on the same socket
+    /// (`grpc.health.v1.Health`, server reflection).
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone()
+    }
+
+    /// The daemon's version, uptime, store and health.
+    pub async fn status(&mut self) -> Result<proto::StatusResponse, ClientError> {
+        Ok(self
+            .inner
+            .status(proto::StatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// The socket this client talks to.
@@ -150,6 +167,47 @@ impl Client {
         request: Allocate,
     ) -> Result<proto::AllocateResponse, ClientError> {
         Ok(self.inner.allocate(request.0).await?.into_inner())
+    }
+
+    /// Releases every allocation of `owner` whose id is not in `keep` (and
+    /// that was made before this call). The ids are streamed in chunks, so
+    /// any number fits.
+    pub async fn reconcile(
+        &mut self,
+        owner: impl Into<String>,
+        keep: Vec<String>,
+        dry_run: bool,
+    ) -> Result<proto::ReconcileResponse, ClientError> {
+        const CHUNK: usize = 1024;
+        let owner = owner.into();
+        let mut messages = Vec::with_capacity(keep.len() / CHUNK + 1);
+        let mut ids = keep.into_iter().peekable();
+        loop {
+            let chunk: Vec<String> = ids.by_ref().take(CHUNK).collect();
+            messages.push(proto::ReconcileRequest {
+                owner: if messages.is_empty() {
+                    owner.clone()
+                } else {
+                    String::new()
+                },
+                keep: chunk,
+                dry_run,
+            });
+            if ids.peek().is_none() {
+                break;
+            }
+        }
+        let stream = tokio_stream::iter(messages);
+        Ok(self.inner.reconcile(stream).await?.into_inner())
+    }
+
+    /// Relabels the tree at `path` for the container (shared: level s0);
+    /// streams progress, the last message has `done` set.
+    pub async fn relabel(
+        &mut self,
+        request: proto::RelabelRequest,
+    ) -> Result<tonic::Streaming<proto::RelabelProgress>, ClientError> {
+        Ok(self.inner.relabel(request).await?.into_inner())
     }
 
     /// Releases a container's label; succeeds whether or not it held one.

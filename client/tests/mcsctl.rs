@@ -24,7 +24,8 @@ async fn daemon(range: &str) -> Setup {
         process_template: Some("system_u:system_r:container_t".parse().unwrap()),
         file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
         host_contexts: vec![],
-        node_name: mcsd::id::NodeName::new("node-a").ok(),
+        // Pairs of this host's running processes must not change the counts.
+        scan_in_use: false,
         ..Config::default()
     };
     let daemon = Daemon::start(&config).await.unwrap();
@@ -202,24 +203,6 @@ async fn list_stats_and_reservations() {
     let table = stdout(&mcsctl(&s.socket, &["list", "--owner", "crio"]));
     assert!(table.starts_with("CONTAINER"), "{table}");
     assert_eq!(table.lines().count(), 201);
-    assert!(
-        table.lines().nth(1).unwrap().contains(" node-a "),
-        "{table}"
-    );
-    // Every allocation names the node that made it; --node filters on it.
-    assert_eq!(all[0]["node"], "node-a");
-    let mine = json(&mcsctl(
-        &s.socket,
-        &["list", "--node", "node-a", "--owner", "crio", "-o", "json"],
-    ));
-    assert_eq!(mine.as_array().unwrap().len(), 200);
-    let other = json(&mcsctl(
-        &s.socket,
-        &["list", "--node", "node-b", "-o", "json"],
-    ));
-    assert_eq!(other, Value::Array(vec![]));
-    let e = one_line_error(&mcsctl(&s.socket, &["list", "--node", "a b"]));
-    assert!(e.contains("node contains ' '"), "{e}");
 
     let st = json(&mcsctl(&s.socket, &["stats", "-o", "json"]));
     assert_eq!(
@@ -270,5 +253,254 @@ async fn a_listing_piped_into_a_closed_reader_exits_quietly() {
         out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_takes_ids_from_arguments_and_stdin() {
+    let s = daemon("c0.c9").await;
+    for id in ["a", "b", "c", "d"] {
+        stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", "podman"]));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+        .arg("--socket")
+        .arg(&s.socket)
+        .args([
+            "-o",
+            "json",
+            "reconcile",
+            "--owner",
+            "podman",
+            "--keep",
+            "a",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"b\n  c\n").unwrap();
+    let r = json(&child.wait_with_output().unwrap());
+    let released: Vec<&str> = r["released"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["container_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(released, ["d"]);
+    assert_eq!(
+        (r["kept"].as_u64(), r["unknown"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let table = stdout(&mcsctl(
+        &s.socket,
+        &["reconcile", "--owner", "podman", "--dry-run"],
+    ));
+    assert!(table.contains("would release a ("), "{table}");
+    assert!(table.contains("podman: would release 3, kept 0"), "{table}");
+    let e = one_line_error(&mcsctl(&s.socket, &["reconcile", "--owner", "bad owner"]));
+    assert!(e.contains("owner contains ' '"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabel_prints_one_summary_line_and_fails_on_refused_roots() {
+    let s = daemon("c0.c9").await;
+    let vol = s._dir.path().join("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("sub/f"), "x").unwrap();
+    stdout(&mcsctl(&s.socket, &["allocate", "web"]));
+    let vol_arg = vol.display().to_string();
+    let line = stdout(&mcsctl(&s.socket, &["relabel", "web", &vol_arg]));
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "relabeled {vol_arg} to system_u:object_r:container_file_t:s0:c"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("3 entries, 3 changed, 0 already right, 0 failed"),
+        "{line}"
+    );
+    let j = json(&mcsctl(
+        &s.socket,
+        &["-o", "json", "relabel", "web", &vol_arg, "--shared"],
+    ));
+    assert_eq!(j["label"], "system_u:object_r:container_file_t:s0");
+    assert_eq!(j["changed"], 3);
+    let e = one_line_error(&mcsctl(&s.socket, &["relabel", "web", "/etc"]));
+    assert!(e.contains("/etc is refused"), "{e}");
+    let e = one_line_error(&mcsctl(&s.socket, &["relabel", "ghost", &vol_arg]));
+    assert!(e.contains("holds no allocation"), "{e}");
+    let released = stdout(&mcsctl(&s.socket, &["release", "web"]));
+    assert!(
+        released.contains(&format!("left {vol_arg} as is"))
+            || released.contains(&format!("restored {vol_arg}")),
+        "{released}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_stats_bar_and_list_sort_limit_wide() {
+    let s = daemon("c0.c9").await;
+    for (id, owner) in [("c", "podman"), ("a", "crio"), ("b", "podman")] {
+        stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", owner]));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let status = stdout(&mcsctl(&s.socket, &["status"]));
+    assert!(status.contains("health   SERVING"), "{status}");
+    assert!(status.contains("range    c0.c9"), "{status}");
+    let j = json(&mcsctl(&s.socket, &["-o", "json", "status"]));
+    assert_eq!(j["health"], "SERVING");
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+
+    // Not a terminal: no color codes, but the bar.
+    let stats = stdout(&mcsctl(&s.socket, &["stats"]));
+    assert!(stats.contains("usage       [###"), "{stats}");
+    assert!(stats.contains("  6.7%"), "{stats}");
+    assert!(!stats.contains('\x1b'), "colors off a terminal: {stats:?}");
+
+    let ids = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&stdout(&mcsctl(&s.socket, &["list"]))), ["a", "b", "c"]);
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--limit", "2"]))),
+        ["a", "b"]
+    );
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "owner"]))),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "age"]))),
+        ["b", "a", "c"]
+    );
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--node", &host]))).len(),
+        3
+    );
+    assert!(ids(&stdout(&mcsctl(
+        &s.socket,
+        &["list", "--node", "elsewhere"]
+    )))
+    .is_empty());
+    // The limit applies after sorting: the two newest, not the first two ids.
+    assert_eq!(
+        ids(&stdout(&mcsctl(
+            &s.socket,
+            &["list", "--sort", "age", "--limit", "2"]
+        ))),
+        ["b", "a"]
+    );
+    let wide = stdout(&mcsctl(&s.socket, &["-o", "wide", "list"]));
+    assert!(
+        wide.lines().next().unwrap().contains("PROCESS LABEL"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("system_u:system_r:container_t:s0:c"),
+        "{wide}"
+    );
+    let by_level = ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "level"])));
+    assert_eq!(by_level.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oci_poststop_hook_releases_and_never_fails() {
+    let s = daemon("c0.c9").await;
+    stdout(&mcsctl(&s.socket, &["allocate", "4f2cbeef"]));
+    let hook = |socket: &Path, state: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+            .arg("--socket")
+            .arg(socket)
+            .args(["hook", "poststop"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The state JSON runc/crun hand to hooks.
+    let state = r#"{"ociVersion":"1.0.2","id":"4f2cbeef","status":"stopped","pid":0,"bundle":"/run/containers/storage/overlay-containers/4f2cbeef/userdata","annotations":{"io.podman.annotations.autoremove":"FALSE"}}"#;
+    let out = hook(&s.socket, state);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("released 4f2cbeef (s0:c"),
+        "{out:?}"
+    );
+    assert!(mcsctl(&s.socket, &["get", "4f2cbeef"]).status.code() == Some(1));
+    // Again: idempotent.
+    let out = hook(&s.socket, state);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("held no label"),
+        "{out:?}"
+    );
+    // mcsd down, or garbage on stdin: reported, exit 0, teardown goes on.
+    let out = hook(Path::new("/nonexistent/mcsd.sock"), state);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not released"),
+        "{out:?}"
+    );
+    let out = hook(&s.socket, "not json");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not JSON"),
+        "{out:?}"
+    );
+}
+
+/// Colors appear on a terminal and disappear with NO_COLOR (run under
+/// script(1), which gives mcsctl a pseudo-terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colors_only_on_a_terminal_and_never_with_no_color() {
+    let s = daemon("c0.c9").await;
+    stdout(&mcsctl(&s.socket, &["allocate", "x"]));
+    let on_tty = |no_color: bool| {
+        let command = format!(
+            "{} --socket {} stats",
+            env!("CARGO_BIN_EXE_mcsctl"),
+            s.socket.display()
+        );
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let out = script.output().expect("script (util-linux/bsdutils)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let colored = on_tty(false);
+    assert!(
+        colored.contains("\x1b[32m#"),
+        "no color on a terminal: {colored:?}"
+    );
+    let plain = on_tty(true);
+    assert!(
+        plain.contains("usage") && !plain.contains("\x1b["),
+        "NO_COLOR ignored: {plain:?}"
     );
 }

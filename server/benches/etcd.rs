@@ -154,7 +154,7 @@ async fn measure(dir: &Path, name: &str, store: StoreSettings) -> Vec<Figures> {
                 .expect("template"),
         ),
         host_contexts: vec![],
-        node_name: mcsd::id::NodeName::new("bench").ok(),
+        node_name: "bench".into(),
         ..Config::default()
     };
     config.store = store;

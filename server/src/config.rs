@@ -4,15 +4,18 @@
 //! Unknown keys and bad values are refused with `file:line` and what is
 //! wrong, so a typo cannot silently fall back to a default.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::auth::{accounts, AuthConfig};
 use crate::context::{host_contexts_candidates, Template};
-use crate::id::NodeName;
 use crate::level::CategoryRange;
+use crate::relabel::RelabelConfig;
+use crate::reservation::Reservation;
 use crate::store::backend::{StoreSection, StoreSettings};
 
 /// Default location of the configuration file.
@@ -39,9 +42,62 @@ pub struct Config {
     pub host_contexts: Vec<PathBuf>,
     /// Where the records live (`[store]`): sled (default) or etcd.
     pub store: StoreSettings,
-    /// This instance's name, recorded with each allocation
-    /// (`--node-name`); `None` means the host name.
-    pub node_name: Option<NodeName>,
+    /// Who may call what (`[auth]`).
+    pub auth: AuthConfig,
+    /// Whether to hold the pairs of running processes at start (`[in_use]`).
+    pub scan_in_use: bool,
+    /// Where to find them (`/proc`; tests use a made-up tree).
+    pub proc_root: PathBuf,
+    /// Volume relabeling (`[relabel]`).
+    pub relabel: RelabelConfig,
+    /// Pairs and categories never handed out, kept in step with this list
+    /// at start and on reload (operators can add more with `mcsctl reserve`).
+    pub reservations: Vec<Reservation>,
+    /// Where Prometheus metrics are served, if anywhere (`[metrics] listen`).
+    pub metrics: Option<MetricsListen>,
+    /// This host's name, recorded with each allocation (default: the
+    /// kernel's hostname).
+    pub node_name: String,
+}
+
+/// A metrics listener address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A TCP address; must be loopback.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!("{s:?}: the socket path must be absolute"));
+            }
+            return Ok(Self::Unix(path));
+        }
+        let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+            format!("{s:?} is neither HOST:PORT nor unix:/PATH (e.g. \"127.0.0.1:9464\")")
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "{addr} is not a loopback address; metrics are served on 127.0.0.1, ::1 or a Unix socket only"
+            ));
+        }
+        Ok(Self::Tcp(addr))
+    }
 }
 
 impl Default for Config {
@@ -54,7 +110,13 @@ impl Default for Config {
             file_template: None,
             host_contexts: host_contexts_candidates(),
             store: StoreSettings::Sled,
-            node_name: None,
+            auth: AuthConfig::default(),
+            scan_in_use: true,
+            proc_root: "/proc".into(),
+            relabel: RelabelConfig::default(),
+            reservations: Vec::new(),
+            metrics: None,
+            node_name: hostname(),
         }
     }
 }
@@ -110,6 +172,50 @@ struct FileConfig {
     categories: Option<Spanned<String>>,
     labels: Option<LabelsSection>,
     store: Option<StoreSection>,
+    auth: Option<AuthSection>,
+    in_use: Option<InUseSection>,
+    relabel: Option<RelabelSection>,
+    reservations: Option<Vec<Spanned<String>>>,
+    node_name: Option<Spanned<String>>,
+    metrics: Option<MetricsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelabelSection {
+    allowlist: Option<Vec<Spanned<PathBuf>>>,
+    restore: Option<Spanned<String>>,
+    threads: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InUseSection {
+    scan: Option<bool>,
+    proc_root: Option<Spanned<PathBuf>>,
+}
+
+/// A uid or gid given as a number or a name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Account {
+    Id(u32),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    admin_uids: Option<Vec<Spanned<Account>>>,
+    admin_groups: Option<Vec<Spanned<Account>>>,
+    reader_uids: Option<Vec<Spanned<Account>>>,
+    reader_groups: Option<Vec<Spanned<Account>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +223,19 @@ struct FileConfig {
 struct LabelsSection {
     process: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
+}
+
+/// The kernel's host name, the default node name.
+fn hostname() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {
@@ -182,33 +301,224 @@ impl Config {
                 .validate()
                 .map_err(|(key, span, message)| value_err(key, span, message))?;
         }
+        if let Some(in_use) = file.in_use {
+            if let Some(scan) = in_use.scan {
+                self.scan_in_use = scan;
+            }
+            if let Some(root) = in_use.proc_root {
+                let span = root.span();
+                self.proc_root = absolute("in_use.proc_root", root.into_inner())
+                    .map_err(|m| value_err("in_use.proc_root", span, m))?;
+            }
+        }
+        if let Some(name) = file.node_name {
+            self.set_node_name(name.get_ref())
+                .map_err(|m| value_err("node_name", name.span(), m))?;
+        }
+        if let Some(list) = file.reservations {
+            let mut reservations = Vec::with_capacity(list.len());
+            for entry in list {
+                let r: Reservation = entry.get_ref().parse().map_err(|e| {
+                    value_err(
+                        "reservations",
+                        entry.span(),
+                        format!("{e}; use s0:cX,cY or cN"),
+                    )
+                })?;
+                if !reservations.contains(&r) {
+                    reservations.push(r);
+                }
+            }
+            self.reservations = reservations;
+        }
+        if let Some(metrics) = file.metrics {
+            if let Some(listen) = metrics.listen {
+                self.metrics = if listen.get_ref().is_empty() {
+                    None
+                } else {
+                    Some(
+                        listen
+                            .get_ref()
+                            .parse()
+                            .map_err(|m| value_err("metrics.listen", listen.span(), m))?,
+                    )
+                };
+            }
+        }
+        if let Some(relabel) = file.relabel {
+            if let Some(list) = relabel.allowlist {
+                let mut roots = Vec::with_capacity(list.len());
+                for entry in list {
+                    let span = entry.span();
+                    roots.push(
+                        absolute("relabel.allowlist", entry.into_inner())
+                            .map_err(|m| value_err("relabel.allowlist", span, m))?,
+                    );
+                }
+                self.relabel.allowlist = roots;
+            }
+            if let Some(restore) = relabel.restore {
+                self.relabel.restore = restore
+                    .get_ref()
+                    .parse()
+                    .map_err(|m| value_err("relabel.restore", restore.span(), m))?;
+            }
+            if let Some(threads) = relabel.threads {
+                if *threads.get_ref() > 1024 {
+                    return Err(value_err(
+                        "relabel.threads",
+                        threads.span(),
+                        "at most 1024; 0 means one per core".into(),
+                    ));
+                }
+                self.relabel.threads = *threads.get_ref() as usize;
+            }
+        }
+        if let Some(auth) = file.auth {
+            let resolve = |key: &'static str,
+                           list: Option<Vec<Spanned<Account>>>,
+                           lookup: fn(&str) -> std::io::Result<Option<u32>>,
+                           kind: &str|
+             -> Result<BTreeSet<u32>, ConfigError> {
+                let mut ids = BTreeSet::new();
+                for entry in list.unwrap_or_default() {
+                    let span = entry.span();
+                    match entry.into_inner() {
+                        Account::Id(id) => ids.insert(id),
+                        Account::Name(name) => match lookup(&name) {
+                            Ok(Some(id)) => ids.insert(id),
+                            Ok(None) => {
+                                return Err(value_err(
+                                    key,
+                                    span,
+                                    format!("no {kind} named {name:?} on this host; create it or give a numeric id"),
+                                ))
+                            }
+                            Err(e) => {
+                                return Err(value_err(
+                                    key,
+                                    span,
+                                    format!("cannot look up {kind} {name:?}: {e}"),
+                                ))
+                            }
+                        },
+                    };
+                }
+                Ok(ids)
+            };
+            self.auth = AuthConfig {
+                admin_uids: resolve(
+                    "auth.admin_uids",
+                    auth.admin_uids,
+                    accounts::uid_by_name,
+                    "user",
+                )?,
+                admin_gids: resolve(
+                    "auth.admin_groups",
+                    auth.admin_groups,
+                    accounts::gid_by_name,
+                    "group",
+                )?,
+                reader_uids: resolve(
+                    "auth.reader_uids",
+                    auth.reader_uids,
+                    accounts::uid_by_name,
+                    "user",
+                )?,
+                reader_gids: resolve(
+                    "auth.reader_groups",
+                    auth.reader_groups,
+                    accounts::gid_by_name,
+                    "group",
+                )?,
+            };
+        }
         Ok(self)
     }
 
-    /// Applies a `--node-name` value.
-    pub fn set_node_name(&mut self, value: &str) -> Result<(), ConfigError> {
-        self.node_name = Some(NodeName::new(value).map_err(|e| ConfigError::Flag {
-            flag: "--node-name",
-            message: e.to_string(),
-        })?);
-        Ok(())
+    /// The effective configuration as TOML, every key spelled out (what
+    /// `mcsd --check-config` prints; it parses back to the same values).
+    pub fn to_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let path = |p: &Path| q(&p.display().to_string());
+        let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+        let ids = |set: &BTreeSet<u32>| list(set.iter().map(ToString::to_string).collect());
+        let mut out = String::new();
+        out.push_str(&format!("socket = {}\n", path(&self.socket)));
+        out.push_str(&format!("state_dir = {}\n", path(&self.state_dir)));
+        out.push_str(&format!("categories = {}\n", q(&self.range.to_string())));
+        out.push_str(&format!("node_name = {}\n", q(&self.node_name)));
+        out.push_str(&format!(
+            "reservations = {}\n",
+            list(
+                self.reservations
+                    .iter()
+                    .map(|r| q(&r.to_string()))
+                    .collect()
+            )
+        ));
+        out.push_str("\n[labels]\n");
+        match &self.process_template {
+            Some(t) => out.push_str(&format!("process = {}\n", q(&t.to_string()))),
+            None => out.push_str(
+                "# process: from the host contexts file, else system_u:system_r:container_t\n",
+            ),
+        }
+        match &self.file_template {
+            Some(t) => out.push_str(&format!("file = {}\n", q(&t.to_string()))),
+            None => out.push_str(
+                "# file: from the host contexts file, else system_u:object_r:container_file_t\n",
+            ),
+        }
+        out.push_str("\n[relabel]\n");
+        out.push_str(&format!(
+            "allowlist = {}\n",
+            list(self.relabel.allowlist.iter().map(|p| path(p)).collect())
+        ));
+        out.push_str(&format!(
+            "restore = {}\n",
+            q(&self.relabel.restore.to_string())
+        ));
+        out.push_str(&format!("threads = {}\n", self.relabel.threads));
+        out.push_str("\n[auth]\n");
+        out.push_str(&format!("admin_uids = {}\n", ids(&self.auth.admin_uids)));
+        out.push_str(&format!("admin_groups = {}\n", ids(&self.auth.admin_gids)));
+        out.push_str(&format!("reader_uids = {}\n", ids(&self.auth.reader_uids)));
+        out.push_str(&format!(
+            "reader_groups = {}\n",
+            ids(&self.auth.reader_gids)
+        ));
+        out.push_str("\n[in_use]\n");
+        out.push_str(&format!("scan = {}\n", self.scan_in_use));
+        out.push_str(&format!("proc_root = {}\n", path(&self.proc_root)));
+        out.push_str("\n[metrics]\n");
+        out.push_str(&format!(
+            "listen = {}\n",
+            q(&self
+                .metrics
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default())
+        ));
+        out.push_str(&self.store.to_toml());
+        out
     }
 
-    /// The node name in force: `--node-name`, else the host name.
-    pub fn node(&self) -> Result<NodeName, ConfigError> {
-        if let Some(node) = &self.node_name {
-            return Ok(node.clone());
+    /// Sets the node name: 1-253 characters of `[A-Za-z0-9.-_]`, as host
+    /// names are.
+    pub fn set_node_name(&mut self, name: &str) -> Result<(), String> {
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a node name: use 1-253 characters of A-Z a-z 0-9 . _ -"
+            ));
         }
-        let host = rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned();
-        NodeName::new(host.clone()).map_err(|e| ConfigError::Flag {
-            flag: "--node-name",
-            message: format!(
-                "the host name {host:?} cannot name this node ({e}); give one with --node-name"
-            ),
-        })
+        self.node_name = name.to_owned();
+        Ok(())
     }
 
     /// Applies a `--categories` value.
@@ -265,17 +575,49 @@ mod tests {
     }
 
     #[test]
-    fn the_node_name_defaults_to_the_host_name_and_is_validated() {
-        let mut c = Config::default();
-        let host = rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned();
-        assert_eq!(c.node().unwrap().as_str(), host);
-        c.set_node_name("node-7.example").unwrap();
-        assert_eq!(c.node().unwrap().as_str(), "node-7.example");
-        let err = c.set_node_name("a b").unwrap_err().to_string();
-        assert!(err.starts_with("--node-name: node contains ' '"), "{err}");
+    fn auth_accepts_numbers_and_names() {
+        let c = parse(
+            "[auth]\nadmin_uids = [1000, \"root\"]\nadmin_groups = [\"root\"]\n\
+             reader_uids = [2000]\nreader_groups = [65534]\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.admin_uids, [0, 1000].into());
+        assert_eq!(c.auth.admin_gids, [0].into());
+        assert_eq!(c.auth.reader_uids, [2000].into());
+        assert_eq!(c.auth.reader_gids, [65534].into());
+    }
+
+    #[test]
+    fn the_effective_configuration_prints_and_parses_back() {
+        let c = parse(
+            "categories = \"c0.c99\"\nreservations = [\"c5\", \"s0:c1,c2\"]\n\
+             [labels]\nprocess = \"u:r:p_t\"\n[relabel]\nallowlist = [\"/srv/vol\"]\nrestore = \"none\"\n\
+             [auth]\nadmin_uids = [7]\nreader_groups = [0]\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        let text = c.to_toml();
+        let again = parse(&text).unwrap();
+        assert_eq!(again, c, "{text}");
+        assert!(text.contains("restore = \"none\""), "{text}");
+    }
+
+    #[test]
+    fn the_effective_etcd_store_prints_and_parses_back_without_a_password() {
+        let store = "[store]\nbackend = \"etcd\"\n[store.etcd]\n\
+                     endpoints = [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]\n\
+                     prefix = \"/pool/\"\nca = \"/etc/mcsd/ca.pem\"\ncert = \"/etc/mcsd/c.pem\"\n\
+                     key = \"/etc/mcsd/k.pem\"\nuser = \"mcsd\"\n";
+        let c = parse(&format!("{store}password_file = \"/etc/mcsd/pw\"\n")).unwrap();
+        let text = c.to_toml();
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
+        assert!(text.contains("timeout_ms = 5000"), "{text}");
+        let inline = parse(&format!("{store}password = \"s3cret\"\n")).unwrap();
+        let text = inline.to_toml();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("# password: set in the file, not shown"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -322,6 +664,28 @@ mod tests {
                 "\"zk\"",
             ),
             ("[store]\nengine = 1\n", ":2:", "engine"),
+            (
+                "[auth]\nadmin_groups = [\"root\",\n  \"no-such-group-mcsd\"]\n",
+                ":3: auth.admin_groups:",
+                "no group named \"no-such-group-mcsd\"",
+            ),
+            ("[auth]\nreader_uids = [-1]\n", ":2:", ""),
+            ("[auth]\nwriters = [1]\n", ":2:", "writers"),
+            (
+                "[relabel]\nrestore = \"restorecon\"\n",
+                ":2: relabel.restore:",
+                "original",
+            ),
+            (
+                "[relabel]\nallowlist = [\"/srv\", \"vol\"]\n",
+                ":2: relabel.allowlist:",
+                "absolute",
+            ),
+            (
+                "[relabel]\nthreads = 5000\n",
+                ":2: relabel.threads:",
+                "1024",
+            ),
         ];
         for (text, location, hint) in cases {
             let err = parse(text).unwrap_err().to_string();

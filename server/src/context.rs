@@ -175,6 +175,15 @@ pub fn read_contexts_file(
         path: path.to_owned(),
         source,
     })?;
+    parse_contexts(&text, path)
+}
+
+/// Parses the text of a contexts file (see [`read_contexts_file`]); `path`
+/// is only used in messages.
+pub fn parse_contexts(
+    text: &str,
+    path: &Path,
+) -> Result<(Option<Template>, Option<Template>), ContextsFileError> {
     let (mut process, mut file) = (None, None);
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -15,14 +15,21 @@
 //! - [`socket`], [`config`], [`daemon`]: running it as a service.
 
 pub mod allocator;
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod id;
+pub mod inuse;
 pub mod level;
+pub mod malloc;
+pub mod metrics;
+pub mod reconcile;
+pub mod relabel;
 pub mod reservation;
 pub mod service;
 pub mod socket;
 pub mod store;
+pub mod systemd;

@@ -29,9 +29,15 @@ struct Args {
     /// Development mode: socket and state under ./.mcsd-dev, no root needed
     #[arg(long)]
     dev: bool,
-    /// Log format
+    /// Log format (when stderr is the journal, mcsd logs to it with fields)
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Validate the configuration, print the effective one, and exit
+    #[arg(long)]
+    check_config: bool,
+    /// Print the man page and exit
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -40,7 +46,7 @@ enum LogFormat {
     Json,
 }
 
-fn config(args: &Args) -> anyhow::Result<Config> {
+fn config_of(args: &Args) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None if !args.dev && Path::new(DEFAULT_CONFIG).exists() => {
@@ -59,18 +65,53 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(dir) = &args.state_dir {
         config.state_dir = std::path::absolute(dir)?;
     }
+    if let Some(name) = &args.node_name {
+        config
+            .set_node_name(name)
+            .map_err(|m| anyhow::anyhow!("--node-name: {m}"))?;
+    }
     if let Some(categories) = &args.categories {
         config.set_categories(categories)?;
-    }
-    if let Some(node) = &args.node_name {
-        config.set_node_name(node)?;
     }
     Ok(config)
 }
 
+/// Whether stderr is the journal (systemd sets JOURNAL_STREAM to its
+/// device and inode).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(expected) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    expected.to_string_lossy() == format!("{}:{}", meta.dev(), meta.ino())
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if stderr_is_journal() {
+        // Structured fields (container_id, owner, level, uid, ...) become
+        // journal fields: `journalctl -u mcsd CONTAINER_ID=...`.
+        if let Ok(journal) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter())
+                .with(
+                    journal
+                        .with_field_prefix(None)
+                        .with_syslog_identifier("mcsd".into()),
+                )
+                .init();
+            return;
+        }
+    }
+    let filter = filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -81,20 +122,36 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
 fn main() -> ExitCode {
+    mcsd::malloc::limit_arenas();
     let args = Args::parse();
     init_logging(args.log_format);
-    let result = config(&args).and_then(|config| {
+    if args.man {
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
+        return match man.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcsd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.check_config {
+        return match config_of(&args).and_then(|c| {
+            mcsd::daemon::check(&c)?;
+            Ok(c)
+        }) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcsd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let result = config_of(&args).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -105,7 +162,8 @@ fn main() -> ExitCode {
                 config.socket.display()
             );
         }
-        runtime.block_on(mcsd::daemon::run(&config, shutdown_signal()))?;
+        let reload = || config_of(&args).map_err(|e| e.to_string());
+        runtime.block_on(mcsd::daemon::run(&config, reload))?;
         Ok(())
     });
     match result {

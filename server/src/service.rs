@@ -3,6 +3,7 @@
 //! tonic and the generated types; everything behind it is plain Rust.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use mcs_proto::v1 as pb;
@@ -13,27 +14,195 @@ use tokio_stream::Stream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::{Caller, Denied, Policy, Role};
 use crate::context::mount_option;
 use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
 use crate::error::AllocError;
-use crate::id::{ContainerId, GroupKey, IdError, NodeName, Owner};
+use crate::id::{ContainerId, GroupKey, IdError, Owner};
 use crate::level::Level;
+use crate::metrics;
+use crate::reconcile::{reconcile, ReconcileRequest};
+use crate::relabel::volumes::{Progress, SharedRelabeler, VolumeError, Volumes};
+use crate::relabel::{Outcome, Refused, Totals};
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, StoreError};
 
 /// Allocations per streamed List message.
 const LIST_CHUNK: usize = 512;
 
+/// Most ids a Reconcile may keep: far above any host's container count,
+/// low enough that a runaway client cannot exhaust mcsd's memory.
+pub const MAX_RECONCILE_KEEP: usize = 1 << 20;
+
+/// The role policy in force; replaceable while serving (configuration
+/// reload).
+pub type SharedPolicy = std::sync::Arc<std::sync::RwLock<Policy>>;
+
+/// What the service reports about the daemon it runs in (Status).
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    /// When mcsd started.
+    pub started_at: SystemTime,
+    /// The socket it serves on.
+    pub socket: std::path::PathBuf,
+    /// The host's SELinux mode.
+    pub selinux_mode: String,
+    /// Whether it is serving (the health service says the same).
+    pub serving: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// The `mcs.v1.Labels` service.
 #[derive(Clone)]
 pub struct LabelService {
     engine: Engine,
+    policy: SharedPolicy,
+    volumes: Volumes,
+    info: Arc<DaemonInfo>,
 }
 
 impl LabelService {
-    /// A service backed by `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self { engine }
+    /// A service backed by `engine`, deciding roles with `policy` and
+    /// relabeling volumes with `relabeler`.
+    pub fn new(
+        engine: Engine,
+        policy: SharedPolicy,
+        relabeler: SharedRelabeler,
+        info: DaemonInfo,
+    ) -> Self {
+        let volumes = Volumes::new(engine.clone(), relabeler);
+        Self {
+            engine,
+            policy,
+            volumes,
+            info: Arc::new(info),
+        }
+    }
+
+    /// The caller, if it holds `role`; refusals are logged for the audit
+    /// trail.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        method: &'static str,
+        role: Role,
+    ) -> Result<Caller, Status> {
+        let Some(caller) = caller(request) else {
+            tracing::warn!(target: "mcsd::audit", method, "refused: no peer credentials");
+            return Err(Status::permission_denied(format!(
+                "{method} refused: mcsd could not read the caller's credentials (it only serves local Unix socket clients)"
+            )));
+        };
+        let decision = self
+            .policy
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(&caller, method, role);
+        decision.map(|()| caller.clone()).map_err(|denied| {
+            tracing::warn!(
+                target: "mcsd::audit",
+                method,
+                uid = caller.uid,
+                pid = caller.pid,
+                needed = %role,
+                "refused"
+            );
+            denied.into()
+        })
+    }
+}
+
+/// A result as a metrics label: `ok` or the status code's name.
+fn result_label<T>(result: &Result<T, Status>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(status) => match status.code() {
+            Code::InvalidArgument => "invalid_argument",
+            Code::AlreadyExists => "already_exists",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::PermissionDenied => "permission_denied",
+            Code::Unavailable => "unavailable",
+            Code::NotFound => "not_found",
+            _ => "error",
+        },
+    }
+}
+
+/// Records a state-changing call and its outcome in the structured log.
+fn audit<T>(caller: &Caller, method: &'static str, subject: &str, result: &Result<T, Status>) {
+    match result {
+        Ok(_) => tracing::info!(
+            target: "mcsd::audit",
+            method,
+            uid = caller.uid,
+            pid = caller.pid,
+            subject,
+            result = "ok"
+        ),
+        Err(status) => tracing::info!(
+            target: "mcsd::audit",
+            method,
+            uid = caller.uid,
+            pid = caller.pid,
+            subject,
+            result = ?status.code(),
+            message = status.message()
+        ),
+    }
+}
+
+impl From<VolumeError> for Status {
+    fn from(e: VolumeError) -> Status {
+        let code = match &e {
+            VolumeError::Alloc(inner) => return Status::from(inner.clone()),
+            VolumeError::Refused(Refused::System { .. } | Refused::NotAllowed { .. }) => {
+                Code::PermissionDenied
+            }
+            VolumeError::Refused(_) => Code::InvalidArgument,
+            VolumeError::NoAllocation(_)
+            | VolumeError::OtherNode { .. }
+            | VolumeError::Relabel(_)
+            | VolumeError::Incomplete(_)
+            | VolumeError::RestoreFailed { .. } => Code::FailedPrecondition,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+fn progress_message(root: &std::path::Path, label: &str, t: &Totals) -> pb::RelabelProgress {
+    pb::RelabelProgress {
+        seen: t.seen,
+        changed: t.changed,
+        unchanged: t.unchanged,
+        failed: t.failed,
+        mounts_skipped: t.mounts_skipped,
+        done: false,
+        root: root.display().to_string(),
+        label: label.to_owned(),
+        errors: Vec::new(),
+        seconds: 0.0,
+    }
+}
+
+fn summary_message(outcome: &Outcome, label: &str) -> pb::RelabelProgress {
+    pb::RelabelProgress {
+        done: true,
+        errors: outcome
+            .errors
+            .iter()
+            .map(|e| pb::EntryError {
+                path: e.path.display().to_string(),
+                error: e.error.clone(),
+            })
+            .collect(),
+        seconds: outcome.elapsed.as_secs_f64(),
+        ..progress_message(&outcome.root, label, &outcome.totals)
+    }
+}
+
+impl From<Denied> for Status {
+    fn from(d: Denied) -> Status {
+        Status::permission_denied(d.to_string())
     }
 }
 
@@ -86,13 +255,17 @@ fn reservation(value: &str) -> Result<Reservation, Status> {
     value.parse().map_err(|e| AllocError::from(e).into())
 }
 
-/// The caller's uid, from the Unix socket's peer credentials.
-fn caller_uid<T>(request: &Request<T>) -> Option<u32> {
-    request
+/// The caller, from the Unix socket's peer credentials.
+fn caller<T>(request: &Request<T>) -> Option<Caller> {
+    let cred = request
         .extensions()
         .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)
-        .map(|cred| cred.uid())
+        .and_then(|info| info.peer_cred)?;
+    Some(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    })
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -114,7 +287,16 @@ pub fn allocation_to_proto(r: &AllocationRecord) -> pb::Allocation {
         mount_option: mount_option(&r.file_label),
         file_label: r.file_label.clone(),
         created_at: Some(timestamp(r.created_at)),
-        node: r.node.as_ref().map(ToString::to_string).unwrap_or_default(),
+        node: r.node.clone(),
+        roots: r
+            .roots
+            .iter()
+            .map(|root| pb::RelabeledRoot {
+                path: root.path.display().to_string(),
+                shared: root.shared,
+                original_label: root.original.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -146,6 +328,7 @@ fn stats_to_proto(s: Stats) -> pb::StatsResponse {
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListResponse, Status>> + Send>>;
+type RelabelStream = Pin<Box<dyn Stream<Item = Result<pb::RelabelProgress, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Labels for LabelService {
@@ -153,47 +336,80 @@ impl Labels for LabelService {
         &self,
         request: Request<pb::AllocateRequest>,
     ) -> Result<Response<pb::AllocateResponse>, Status> {
-        let uid = caller_uid(&request);
+        let caller = self.authorize(&request, "Allocate", Role::Admin)?;
         let req = request.into_inner();
-        let owner = match optional(req.owner, Owner::new)? {
-            Some(owner) => owner,
-            None => Owner::new(uid.map_or_else(|| "unknown".to_owned(), |u| format!("uid:{u}")))
-                .map_err(|e| Status::from(AllocError::from(e)))?,
+        let subject = req.container_id.clone();
+        let result = async {
+            let owner = match optional(req.owner, Owner::new)? {
+                Some(owner) => owner,
+                None => Owner::new(format!("uid:{}", caller.uid))
+                    .map_err(|e| Status::from(AllocError::from(e)))?,
+            };
+            let request = AllocateRequest {
+                container_id: container_id(req.container_id)?,
+                owner,
+                group: optional(req.group, GroupKey::new)?,
+                level: if req.level.is_empty() {
+                    None
+                } else {
+                    Some(level(&req.level)?)
+                },
+            };
+            let allocated = self.engine.allocate(request).await?;
+            Ok(Response::new(pb::AllocateResponse {
+                allocation: Some(allocation_to_proto(&allocated.record)),
+                created: allocated.created,
+            }))
+        }
+        .await;
+        audit(&caller, "Allocate", &subject, &result);
+        let owner = match &result {
+            Ok(r) => r.get_ref().allocation.as_ref().map(|a| a.owner.clone()),
+            Err(_) => None,
         };
-        let request = AllocateRequest {
-            container_id: container_id(req.container_id)?,
-            owner,
-            group: optional(req.group, GroupKey::new)?,
-            level: if req.level.is_empty() {
-                None
-            } else {
-                Some(level(&req.level)?)
-            },
-        };
-        let allocated = self.engine.allocate(request).await?;
-        Ok(Response::new(pb::AllocateResponse {
-            allocation: Some(allocation_to_proto(&allocated.record)),
-            created: allocated.created,
-        }))
+        metrics::global().allocation(owner.as_deref().unwrap_or("unknown"), result_label(&result));
+        result
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        let id = container_id(request.into_inner().container_id)?;
-        let released = self.engine.release(id).await?;
-        Ok(Response::new(pb::ReleaseResponse {
-            released: released.record.is_some(),
-            allocation: released.record.as_ref().map(allocation_to_proto),
-            level_freed: released.level_freed,
-        }))
+        let caller = self.authorize(&request, "Release", Role::Admin)?;
+        let subject = request.into_inner().container_id;
+        let result = async {
+            let (released, restored) = self.volumes.release(container_id(subject.clone())?).await?;
+            Ok(Response::new(pb::ReleaseResponse {
+                released: released.record.is_some(),
+                allocation: released.record.as_ref().map(allocation_to_proto),
+                level_freed: released.level_freed,
+                restored: restored
+                    .into_iter()
+                    .map(|r| pb::RootRestore {
+                        path: r.path.display().to_string(),
+                        mode: r.mode.to_string(),
+                        changed: r.totals.changed,
+                        failed: r.totals.failed,
+                        error: r.note.unwrap_or_default(),
+                    })
+                    .collect(),
+            }))
+        }
+        .await;
+        audit(&caller, "Release", &subject, &result);
+        let owner = match &result {
+            Ok(r) => r.get_ref().allocation.as_ref().map(|a| a.owner.clone()),
+            Err(_) => None,
+        };
+        metrics::global().release(owner.as_deref().unwrap_or("unknown"), result_label(&result));
+        result
     }
 
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::Allocation>, Status> {
+        self.authorize(&request, "Get", Role::Reader)?;
         let id = container_id(request.into_inner().container_id)?;
         let record = self.engine.get(&id).await?;
         Ok(Response::new(allocation_to_proto(&record)))
@@ -205,11 +421,12 @@ impl Labels for LabelService {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<ListStream>, Status> {
+        self.authorize(&request, "List", Role::Reader)?;
         let req = request.into_inner();
         let filter = ListFilter {
             owner: optional(req.owner, Owner::new)?,
             group: optional(req.group, GroupKey::new)?,
-            node: optional(req.node, NodeName::new)?,
+            node: (!req.node.is_empty()).then_some(req.node),
         };
         let mut after = optional(req.start_after, ContainerId::new)?;
         let mut remaining = if req.limit == 0 { u64::MAX } else { req.limit };
@@ -255,32 +472,45 @@ impl Labels for LabelService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let target = reservation(&request.into_inner().target)?;
-        let reserved = self.engine.reserve(target).await?;
-        Ok(Response::new(pb::ReserveResponse {
-            reservation: Some(reservation_to_proto(&reserved.record)),
-            created: reserved.created,
-            pairs_covered: reserved.covered,
-            pairs_held: reserved.held,
-        }))
+        let caller = self.authorize(&request, "Reserve", Role::Admin)?;
+        let subject = request.into_inner().target;
+        let result = async {
+            let reserved = self.engine.reserve(reservation(&subject)?).await?;
+            Ok(Response::new(pb::ReserveResponse {
+                reservation: Some(reservation_to_proto(&reserved.record)),
+                created: reserved.created,
+                pairs_covered: reserved.covered,
+                pairs_held: reserved.held,
+            }))
+        }
+        .await;
+        audit(&caller, "Reserve", &subject, &result);
+        result
     }
 
     async fn unreserve(
         &self,
         request: Request<pb::UnreserveRequest>,
     ) -> Result<Response<pb::UnreserveResponse>, Status> {
-        let target = reservation(&request.into_inner().target)?;
-        let unreserved = self.engine.unreserve(target).await?;
-        Ok(Response::new(pb::UnreserveResponse {
-            removed: unreserved.removed,
-            pairs_freed: unreserved.freed,
-        }))
+        let caller = self.authorize(&request, "Unreserve", Role::Admin)?;
+        let subject = request.into_inner().target;
+        let result = async {
+            let unreserved = self.engine.unreserve(reservation(&subject)?).await?;
+            Ok(Response::new(pb::UnreserveResponse {
+                removed: unreserved.removed,
+                pairs_freed: unreserved.freed,
+            }))
+        }
+        .await;
+        audit(&caller, "Unreserve", &subject, &result);
+        result
     }
 
     async fn list_reservations(
         &self,
-        _request: Request<pb::ListReservationsRequest>,
+        request: Request<pb::ListReservationsRequest>,
     ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        self.authorize(&request, "ListReservations", Role::Reader)?;
         let reservations = self.engine.reservations().await?;
         Ok(Response::new(pb::ListReservationsResponse {
             reservations: reservations.iter().map(reservation_to_proto).collect(),
@@ -289,8 +519,155 @@ impl Labels for LabelService {
 
     async fn stats(
         &self,
-        _request: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.authorize(&request, "Stats", Role::Reader)?;
         Ok(Response::new(stats_to_proto(self.engine.stats().await?)))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<tonic::Streaming<pb::ReconcileRequest>>,
+    ) -> Result<Response<pb::ReconcileResponse>, Status> {
+        let caller = self.authorize(&request, "Reconcile", Role::Admin)?;
+        let mut stream = request.into_inner();
+        let Some(first) = stream.message().await? else {
+            return Err(Status::invalid_argument(
+                "Reconcile needs at least one message naming the owner",
+            ));
+        };
+        let owner = optional(first.owner, Owner::new)?.ok_or_else(|| {
+            Status::invalid_argument(
+                "Reconcile: the first message must name the owner whose allocations are reconciled",
+            )
+        })?;
+        let subject = owner.to_string();
+        let result = async {
+            let mut keep = std::collections::HashSet::new();
+            let mut add = |ids: Vec<String>| -> Result<(), Status> {
+                for id in ids {
+                    keep.insert(container_id(id)?);
+                    if keep.len() > MAX_RECONCILE_KEEP {
+                        return Err(Status::invalid_argument(format!(
+                            "Reconcile: more than {MAX_RECONCILE_KEEP} ids to keep"
+                        )));
+                    }
+                }
+                Ok(())
+            };
+            add(first.keep)?;
+            while let Some(more) = stream.message().await? {
+                if !more.owner.is_empty() && more.owner != owner.as_str() {
+                    return Err(Status::invalid_argument(format!(
+                        "Reconcile: a later message names owner {:?}, but this call reconciles {owner}",
+                        more.owner
+                    )));
+                }
+                add(more.keep)?;
+            }
+            let done = reconcile(
+                &self.engine,
+                ReconcileRequest {
+                    owner: owner.clone(),
+                    keep,
+                    dry_run: first.dry_run,
+                },
+            )
+            .await?;
+            Ok(Response::new(pb::ReconcileResponse {
+                released: done.released.iter().map(allocation_to_proto).collect(),
+                kept: done.kept,
+                unknown: done.unknown,
+            }))
+        }
+        .await;
+        audit(&caller, "Reconcile", &subject, &result);
+        result
+    }
+
+    type RelabelStream = RelabelStream;
+
+    async fn relabel(
+        &self,
+        request: Request<pb::RelabelRequest>,
+    ) -> Result<Response<RelabelStream>, Status> {
+        let caller = self.authorize(&request, "Relabel", Role::Admin)?;
+        let req = request.into_inner();
+        let subject = format!("{} {}", req.container_id, req.path);
+        let id = match container_id(req.container_id) {
+            Ok(id) => id,
+            Err(status) => {
+                audit(&caller, "Relabel", &subject, &Err::<(), _>(status.clone()));
+                return Err(status);
+            }
+        };
+        if req.path.is_empty() {
+            return Err(Status::invalid_argument("Relabel needs a path"));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let (progress_tx, mut progress_rx) = mpsc::channel(4);
+        let volumes = self.volumes.clone();
+        tokio::spawn(async move {
+            let work = volumes.relabel(
+                id,
+                std::path::PathBuf::from(req.path),
+                req.shared,
+                req.cross_mounts,
+                progress_tx,
+            );
+            tokio::pin!(work);
+            let forward = |(root, label, totals): Progress| {
+                // A client that stopped reading must not stall the walk.
+                let _ = tx.try_send(Ok(progress_message(&root, &label, &totals)));
+            };
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    Some(progress) = progress_rx.recv() => forward(progress),
+                    result = &mut work => break result,
+                }
+            };
+            while let Ok(progress) = progress_rx.try_recv() {
+                forward(progress);
+            }
+            let result = match result {
+                Ok(done) => {
+                    let _ = tx
+                        .send(Ok(summary_message(&done.outcome, &done.label)))
+                        .await;
+                    Ok(())
+                }
+                Err(VolumeError::Incomplete(outcome)) => {
+                    let _ = tx.send(Ok(summary_message(&outcome, ""))).await;
+                    Err(Status::from(VolumeError::Incomplete(outcome)))
+                }
+                Err(e) => Err(Status::from(e)),
+            };
+            audit(&caller, "Relabel", &subject, &result);
+            if let Err(status) = result {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(&request, "Status", Role::Reader)?;
+        let info = &self.info;
+        let serving = info.serving.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::new(pb::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Some(timestamp(info.started_at)),
+            uptime_seconds: info.started_at.elapsed().unwrap_or_default().as_secs_f64(),
+            store: self.engine.store_description(),
+            selinux_mode: info.selinux_mode.clone(),
+            health: if serving { "SERVING" } else { "NOT_SERVING" }.to_owned(),
+            socket: info.socket.display().to_string(),
+            range: self.engine.range().to_string(),
+            restore_mode: self.volumes.relabeler().config().restore.to_string(),
+        }))
     }
 }

@@ -54,7 +54,9 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 pub struct BoundSocket {
     listener: Option<std::os::unix::net::UnixListener>,
     path: PathBuf,
-    inode: (u64, u64),
+    /// The file's identity, to remove only our own; `None` when the socket
+    /// came from systemd, which owns the file.
+    inode: Option<(u64, u64)>,
 }
 
 impl BoundSocket {
@@ -120,7 +122,26 @@ impl BoundSocket {
         Ok(Self {
             listener: Some(listener),
             path: path.to_owned(),
-            inode: (meta.dev(), meta.ino()),
+            inode: Some((meta.dev(), meta.ino())),
+        })
+    }
+
+    /// Serves on a listening socket systemd passed (socket activation);
+    /// its file is systemd's and stays when mcsd stops.
+    pub fn inherited(fd: std::os::fd::OwnedFd) -> Result<Self, SocketError> {
+        let listener = std::os::unix::net::UnixListener::from(fd);
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from("(socket from systemd)"));
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("configure", &path))?;
+        Ok(Self {
+            listener: Some(listener),
+            path,
+            inode: None,
         })
     }
 
@@ -144,7 +165,7 @@ impl Drop for BoundSocket {
     fn drop(&mut self) {
         // Another instance may have replaced the file since; only remove ours.
         if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.inode {
+            if Some((meta.dev(), meta.ino())) == self.inode {
                 let _ = std::fs::remove_file(&self.path);
             }
         }

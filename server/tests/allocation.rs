@@ -390,6 +390,60 @@ async fn list_streams_every_row_in_order_and_filters(backend: Backend) {
     assert_eq!(owners, [("crio", 1000), ("podman", 500)]);
 }
 
+async fn allocations_record_the_node_and_list_filters_by_it(backend: Backend) {
+    let temp = tempfile::tempdir().unwrap();
+    let mut d = backend.daemon(
+        temp.path(),
+        &["--categories", "c0.c9", "--node-name", "host-a"],
+    );
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("x")).await.unwrap();
+    assert_eq!(a.node, "host-a");
+    assert_eq!(c.get("x").await.unwrap().node, "host-a");
+    let mine = list_all(
+        &mut c,
+        proto::ListRequest {
+            node: "host-a".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(mine.len(), 1);
+    let other = list_all(
+        &mut c,
+        proto::ListRequest {
+            node: "host-b".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(other.is_empty());
+    drop(c);
+    d.terminate();
+    // A bad name is refused at start with the flag named.
+    d.set_args(&["--categories", "c0.c9", "--node-name", "no spaces"]);
+    let err = d.launch().unwrap_err();
+    assert!(
+        err.contains("--node-name") && err.contains("not a node name"),
+        "{err}"
+    );
+    // The default is the host name.
+    d.set_args(&["--categories", "c0.c9"]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(c.allocate(Allocate::new("y")).await.unwrap().node, host);
+    assert_eq!(
+        c.get("x").await.unwrap().node,
+        "host-a",
+        "recorded, not recomputed"
+    );
+}
+
 both_backends!(
     hands_out_all_45_pairs_of_c0_c9_then_reports_exhaustion,
     allocate_is_idempotent_on_the_container_id,
@@ -401,4 +455,5 @@ both_backends!(
     reserving_a_held_pair_keeps_it_with_its_holder_until_release,
     bad_input_is_refused_and_nothing_is_stored,
     list_streams_every_row_in_order_and_filters,
+    allocations_record_the_node_and_list_filters_by_it,
 );

@@ -13,7 +13,7 @@ use common::etcd::EtcdCluster;
 use mcsd::context::Labels;
 use mcsd::engine::{AllocateRequest, Engine, EngineConfig};
 use mcsd::error::AllocError;
-use mcsd::id::{ContainerId, GroupKey, NodeName, Owner};
+use mcsd::id::{ContainerId, GroupKey, Owner};
 use mcsd::level::{CategoryRange, Level};
 use mcsd::store::backend::EtcdSettings;
 use mcsd::store::etcd::EtcdStore;
@@ -69,7 +69,8 @@ fn record(id: &str, level: &str) -> AllocationRecord {
         process_label: format!("u:r:t:{level}"),
         file_label: format!("u:object_r:t:{level}"),
         created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
-        node: Some(NodeName::new("other").unwrap()),
+        node: "other".into(),
+        roots: Vec::new(),
     }
 }
 
@@ -316,7 +317,7 @@ fn engine_config(range_text: &str) -> EngineConfig {
     EngineConfig {
         range: range(range_text),
         labels: Labels::default(),
-        node: NodeName::new("this-node").unwrap(),
+        node: "this-node".into(),
     }
 }
 
@@ -352,7 +353,7 @@ async fn an_engine_that_loses_races_picks_again_until_the_range_is_exhausted() {
     // Whatever it picks first, the engine ends on the one free pair.
     let got = engine.allocate(request("mine")).await.unwrap();
     assert_eq!(got.record.level.to_string(), "s0:c2,c3");
-    assert_eq!(got.record.node.as_ref().unwrap().as_str(), "this-node");
+    assert_eq!(got.record.node, "this-node");
     let err = engine.allocate(request("late")).await.unwrap_err();
     assert!(matches!(err, AllocError::Exhausted { .. }), "{err}");
     engine.shutdown().await.unwrap();

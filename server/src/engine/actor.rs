@@ -21,8 +21,8 @@ use crate::id::{ContainerId, GroupKey};
 use crate::level::{Level, PairIndex};
 use crate::reservation::Reservation;
 use crate::store::{
-    self, AllocationRecord, ChangeFeed, GroupRecord, Holder, Op, ReservationRecord, Store,
-    StoreError, Txn,
+    self, AllocationRecord, ChangeFeed, GroupRecord, Holder, Op, RelabeledRoot, ReservationRecord,
+    Store, StoreError, Txn,
 };
 
 mod shared;
@@ -71,6 +71,14 @@ enum Change {
     Unreserve {
         record: ReservationRecord,
         reply: Reply<Unreserved>,
+    },
+    Update {
+        record: AllocationRecord,
+        /// The root added, to plan again after a lost race.
+        root: Box<RelabeledRoot>,
+        reply: Reply<AllocationRecord>,
+        /// Plans made so far, this one included.
+        attempt: u32,
     },
 }
 
@@ -126,6 +134,9 @@ impl Change {
                     held,
                 }));
             }
+            Change::Update { record, reply, .. } => {
+                let _ = reply.send(Ok(record));
+            }
             Change::Unreserve { record, reply } => {
                 view.reservations.remove(&record.reservation);
                 let freed = view.pool.unreserve(record.reservation);
@@ -156,6 +167,9 @@ impl Change {
                 let _ = reply.send(Err(error));
             }
             Change::Unreserve { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Change::Update { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
         }
@@ -194,6 +208,9 @@ pub(super) struct Actor {
     resync: Option<(String, Instant)>,
     /// The batch's records, read in one go before planning.
     reads: ReadCache,
+    /// The last recovery failed (the disk was still full, say): retry it
+    /// before planning anything else, since planning reads the store too.
+    broken: Option<StoreError>,
 }
 
 impl Actor {
@@ -216,6 +233,7 @@ impl Actor {
             feed: None,
             resync: None,
             reads: ReadCache::default(),
+            broken: None,
         }
     }
 
@@ -257,6 +275,9 @@ impl Actor {
     /// Plans, commits and answers one batch. Returns the shutdown reply if
     /// the batch asked to stop.
     async fn process(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        if let Some(error) = self.broken.take() {
+            self.recover(error).await;
+        }
         self.catch_up();
         self.resync_if_due().await;
         self.prefetch(&batch).await;
@@ -272,12 +293,41 @@ impl Actor {
                 Command::Retry(cmd, attempt) => (*cmd, attempt),
                 cmd => (cmd, 0),
             };
+            // While the store cannot be reopened, changes fail with the
+            // reason (a full disk, say) instead of a generic I/O error.
+            let cmd = match (&self.broken, cmd) {
+                (Some(e), Command::Allocate(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::Release(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::Reserve(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::Unreserve(_, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (Some(e), Command::AddRoot(_, _, reply)) => {
+                    let _ = reply.send(Err(AllocError::Store(e.clone())));
+                    continue;
+                }
+                (_, cmd) => cmd,
+            };
             let step = match cmd {
                 Command::Allocate(req, reply) => {
                     self.plan_allocate(req, reply, &touched, attempt + 1).await
                 }
                 Command::Release(id, reply) => {
                     self.plan_release(id, reply, &touched, attempt + 1).await
+                }
+                Command::AddRoot(id, root, reply) => {
+                    self.plan_add_root(id, root, reply, &touched, attempt + 1)
+                        .await
                 }
                 Command::Reserve(r, reply) => self.plan_reserve(r, reply, &touched),
                 Command::Unreserve(r, reply) => self.plan_unreserve(r, reply, &touched),
@@ -367,10 +417,11 @@ impl Actor {
                 self.resync = None;
                 tracing::info!("store recovered; state reloaded");
             }
-            // The view was reverted to its pre-batch state; the next commit
-            // fails again and retries recovery.
+            // The view was reverted to its pre-batch state; the next request
+            // retries recovery first.
             Err(e) => {
-                tracing::error!(error = %e, "store recovery failed; mcsd will retry with the next change")
+                tracing::error!(error = %e, "store recovery failed; mcsd will retry with the next request");
+                self.broken = Some(error);
             }
         }
     }
@@ -478,7 +529,8 @@ impl Actor {
             group: req.group,
             level,
             created_at: now,
-            node: Some(self.config.node.clone()),
+            roots: Vec::new(),
+            node: self.config.node.clone(),
         };
         ops.insert(0, Op::CreateAllocation(record.clone()));
         entities.push(Entity::Pair(index));
@@ -526,6 +578,45 @@ impl Actor {
                 )),
             }),
         }
+    }
+
+    async fn plan_add_root(
+        &mut self,
+        id: ContainerId,
+        root: RelabeledRoot,
+        reply: Reply<AllocationRecord>,
+        touched: &HashSet<Entity>,
+        attempt: u32,
+    ) -> Step {
+        if touched.contains(&Entity::Id(id.clone())) {
+            return Step::Defer(Command::AddRoot(id, root, reply));
+        }
+        let old = match self.read_allocation(&id).await {
+            Err(e) => return answer(reply, Err(e.into())),
+            Ok(None) => return answer(reply, Err(AllocError::NotFound(id))),
+            Ok(Some(record)) => record,
+        };
+        let mut new = old.clone();
+        match new.roots.iter_mut().find(|r| r.path == root.path) {
+            Some(known) if known.shared == root.shared => return answer(reply, Ok(old)),
+            // Relabeled again in the other mode: the original stays the
+            // one from before the first relabel.
+            Some(known) => known.shared = root.shared,
+            None => new.roots.push(root.clone()),
+        }
+        Step::Change(
+            Txn(vec![Op::UpdateAllocation {
+                old,
+                new: new.clone(),
+            }]),
+            vec![Entity::Id(id)],
+            Change::Update {
+                record: new,
+                root: Box::new(root),
+                reply,
+                attempt,
+            },
+        )
     }
 
     async fn plan_release(

@@ -116,7 +116,8 @@ mod tests {
             process_label: String::new(),
             file_label: String::new(),
             created_at: UNIX_EPOCH,
-            node: None,
+            node: String::new(),
+            roots: Vec::new(),
         }
     }
 

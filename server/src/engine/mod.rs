@@ -40,10 +40,10 @@ pub use view::{LoadError, Stats};
 
 use crate::context::Labels;
 use crate::error::AllocError;
-use crate::id::{ContainerId, GroupKey, NodeName, Owner};
+use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::{CategoryRange, Level};
 use crate::reservation::Reservation;
-use crate::store::{AllocationRecord, ReservationRecord, Store, StoreError};
+use crate::store::{AllocationRecord, RelabeledRoot, ReservationRecord, Store, StoreError};
 
 /// Requests queued beyond this wait for room (backpressure).
 const QUEUE_DEPTH: usize = 8192;
@@ -55,8 +55,8 @@ pub struct EngineConfig {
     pub range: CategoryRange,
     /// Templates for the labels of new allocations.
     pub labels: Labels,
-    /// This instance's name, recorded with each allocation it makes.
-    pub node: NodeName,
+    /// This host's name, recorded with each allocation it makes.
+    pub node: String,
 }
 
 /// A request for a container's label.
@@ -119,21 +119,18 @@ pub struct ListFilter {
     pub owner: Option<Owner>,
     /// Only this group's.
     pub group: Option<GroupKey>,
-    /// Only those made by this node.
-    pub node: Option<NodeName>,
+    /// Only those made on this node.
+    pub node: Option<String>,
 }
 
 impl ListFilter {
     fn matches(&self, r: &AllocationRecord) -> bool {
-        self.owner.as_ref().is_none_or(|o| *o == r.owner)
+        self.node.as_ref().is_none_or(|n| *n == r.node)
+            && self.owner.as_ref().is_none_or(|o| *o == r.owner)
             && self
                 .group
                 .as_ref()
                 .is_none_or(|g| r.group.as_ref() == Some(g))
-            && self
-                .node
-                .as_ref()
-                .is_none_or(|n| r.node.as_ref() == Some(n))
     }
 }
 
@@ -152,6 +149,7 @@ type Reply<T> = oneshot::Sender<Result<T, AllocError>>;
 enum Command {
     Allocate(AllocateRequest, Reply<Allocated>),
     Release(ContainerId, Reply<Released>),
+    AddRoot(ContainerId, RelabeledRoot, Reply<AllocationRecord>),
     Reserve(Reservation, Reply<Reserved>),
     Unreserve(Reservation, Reply<Unreserved>),
     Stats(oneshot::Sender<Stats>),
@@ -212,6 +210,11 @@ impl Engine {
         })
     }
 
+    /// This host's name, as recorded with its allocations.
+    pub fn node(&self) -> &str {
+        &self.inner.config.node
+    }
+
     /// The configured category range.
     pub fn range(&self) -> CategoryRange {
         self.inner.config.range
@@ -241,6 +244,18 @@ impl Engine {
     /// before it returns.
     pub async fn allocate(&self, request: AllocateRequest) -> Result<Allocated, AllocError> {
         self.call(|tx| Command::Allocate(request, tx)).await
+    }
+
+    /// Records that `root` is being relabeled for container `id` (durably,
+    /// before the walk starts). The root's original label is kept from the
+    /// first time it was recorded; a later relabel only updates the mode.
+    /// `NotFound` if the id holds no allocation.
+    pub async fn add_root(
+        &self,
+        id: ContainerId,
+        root: RelabeledRoot,
+    ) -> Result<AllocationRecord, AllocError> {
+        self.call(|reply| Command::AddRoot(id, root, reply)).await
     }
 
     /// Releases the container's allocation, if any; durable before it returns.

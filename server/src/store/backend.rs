@@ -112,6 +112,38 @@ impl Password {
     }
 }
 
+impl StoreSettings {
+    /// The `[store]` table spelled out (for `mcsd --check-config`). An
+    /// inline password is never printed.
+    pub fn to_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let path = |p: &Path| q(&p.display().to_string());
+        let etcd = match self {
+            StoreSettings::Sled => return "\n[store]\nbackend = \"sled\"\n".to_owned(),
+            StoreSettings::Etcd(etcd) => etcd,
+        };
+        let mut out = String::from("\n[store]\nbackend = \"etcd\"\n\n[store.etcd]\n");
+        let endpoints: Vec<String> = etcd.endpoints.iter().map(|e| q(e)).collect();
+        out.push_str(&format!("endpoints = [{}]\n", endpoints.join(", ")));
+        out.push_str(&format!("prefix = {}\n", q(&etcd.prefix)));
+        out.push_str(&format!("timeout_ms = {}\n", etcd.timeout.as_millis()));
+        if let Some(tls) = &etcd.tls {
+            out.push_str(&format!("ca = {}\n", path(&tls.ca)));
+            if let Some((cert, key)) = &tls.identity {
+                out.push_str(&format!("cert = {}\nkey = {}\n", path(cert), path(key)));
+            }
+        }
+        if let Some(auth) = &etcd.auth {
+            out.push_str(&format!("user = {}\n", q(&auth.user)));
+            match &auth.password {
+                Password::Inline(_) => out.push_str("# password: set in the file, not shown\n"),
+                Password::File(p) => out.push_str(&format!("password_file = {}\n", path(p))),
+            }
+        }
+        out
+    }
+}
+
 /// The `[store]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,12 +9,15 @@
 //! Decoding re-validates everything (ids, levels, reservations), so a damaged
 //! record is reported as corruption, naming its key, instead of being trusted.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
-use super::{AllocationRecord, GroupRecord, Holder, ReservationRecord};
-use crate::id::{ContainerId, GroupKey, NodeName, Owner};
+use super::{AllocationRecord, GroupRecord, Holder, RelabeledRoot, ReservationRecord};
+use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::{Category, Level};
 use crate::reservation::Reservation;
 
@@ -120,9 +123,21 @@ struct AllocationV1 {
     file_label: String,
     #[prost(int64, tag = "8")]
     created_at_ms: i64,
-    /// The instance that made it; empty in records from before nodes.
     #[prost(string, tag = "9")]
     node: String,
+    #[prost(message, repeated, tag = "10")]
+    roots: Vec<RootV1>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RootV1 {
+    /// Raw bytes: paths need not be UTF-8.
+    #[prost(bytes = "vec", tag = "1")]
+    path: Vec<u8>,
+    #[prost(bool, tag = "2")]
+    shared: bool,
+    #[prost(string, optional, tag = "3")]
+    original: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -171,7 +186,16 @@ pub fn encode_allocation(r: &AllocationRecord) -> Vec<u8> {
         process_label: r.process_label.clone(),
         file_label: r.file_label.clone(),
         created_at_ms: millis(r.created_at),
-        node: r.node.as_ref().map(ToString::to_string).unwrap_or_default(),
+        node: r.node.clone(),
+        roots: r
+            .roots
+            .iter()
+            .map(|root| RootV1 {
+                path: root.path.as_os_str().as_bytes().to_vec(),
+                shared: root.shared,
+                original: root.original.clone(),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -192,11 +216,25 @@ pub fn decode_allocation(bytes: &[u8]) -> Result<AllocationRecord, DecodeError> 
         process_label: m.process_label,
         file_label: m.file_label,
         created_at: time(m.created_at_ms),
-        node: if m.node.is_empty() {
-            None
-        } else {
-            Some(NodeName::new(m.node).map_err(|e| bad(e.to_string()))?)
-        },
+        node: m.node,
+        roots: m
+            .roots
+            .into_iter()
+            .map(|root| {
+                let path = PathBuf::from(OsString::from_vec(root.path));
+                if !path.is_absolute() {
+                    return Err(bad(format!(
+                        "relabeled root {} is not absolute",
+                        path.display()
+                    )));
+                }
+                Ok(RelabeledRoot {
+                    path,
+                    shared: root.shared,
+                    original: root.original,
+                })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -281,7 +319,19 @@ mod tests {
             process_label: "system_u:system_r:container_t:s0:c3,c700".into(),
             file_label: "system_u:object_r:container_file_t:s0:c3,c700".into(),
             created_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            node: Some(NodeName::new("host-a.example").unwrap()),
+            node: "host-a".into(),
+            roots: vec![
+                RelabeledRoot {
+                    path: PathBuf::from(OsString::from_vec(b"/srv/vol\xff".to_vec())),
+                    shared: false,
+                    original: Some("system_u:object_r:var_t:s0".into()),
+                },
+                RelabeledRoot {
+                    path: "/srv/shared".into(),
+                    shared: true,
+                    original: None,
+                },
+            ],
         }
     }
 
@@ -316,13 +366,7 @@ mod tests {
             high: 2,
             ..Default::default()
         };
-        assert_eq!(decode_allocation(&old.encode_to_vec()).unwrap().node, None);
-        let bad_node = AllocationV1 {
-            node: "no spaces".into(),
-            ..old
-        };
-        let err = decode_allocation(&bad_node.encode_to_vec()).unwrap_err();
-        assert!(err.to_string().contains("node"), "{err}");
+        assert_eq!(decode_allocation(&old.encode_to_vec()).unwrap().node, "");
     }
 
     #[test]
@@ -347,6 +391,20 @@ mod tests {
             ..Default::default()
         };
         assert!(decode_allocation(&bad_id.encode_to_vec()).is_err());
+        let relative_root = AllocationV1 {
+            container_id: "x".into(),
+            owner: "o".into(),
+            low: 1,
+            high: 2,
+            roots: vec![RootV1 {
+                path: b"srv/vol".to_vec(),
+                shared: false,
+                original: None,
+            }],
+            ..Default::default()
+        };
+        let err = decode_allocation(&relative_root.encode_to_vec()).unwrap_err();
+        assert!(err.to_string().contains("not absolute"), "{err}");
         assert!(decode_holder(
             &HolderV1 {
                 kind: 7,

@@ -29,7 +29,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::id::{ContainerId, GroupKey, NodeName, Owner};
+use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::Level;
 use crate::reservation::Reservation;
 
@@ -59,9 +59,23 @@ pub struct AllocationRecord {
     pub file_label: String,
     /// When the allocation was made.
     pub created_at: SystemTime,
-    /// The mcsd instance that made it (`--node-name`); `None` for records
-    /// written before nodes were recorded.
-    pub node: Option<NodeName>,
+    /// Trees relabeled for this container, restored on release.
+    pub roots: Vec<RelabeledRoot>,
+    /// The host whose mcsd made the allocation (empty in records written
+    /// before nodes were recorded).
+    pub node: String,
+}
+
+/// A tree relabeled for a container, recorded before the walk starts so a
+/// crash mid-walk still leaves it to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelabeledRoot {
+    /// The resolved root directory.
+    pub path: std::path::PathBuf,
+    /// Labeled with the shared label (level `s0`) rather than the private one.
+    pub shared: bool,
+    /// The root's label before its first relabel; `None` if it had none.
+    pub original: Option<String>,
 }
 
 impl AllocationRecord {
@@ -122,6 +136,13 @@ pub enum Op {
     CreateAllocation(AllocationRecord),
     /// Delete `a/<id>`, which holds this record.
     DeleteAllocation(AllocationRecord),
+    /// Replace `a/<id>`, which holds `old`, with `new` (same id).
+    UpdateAllocation {
+        /// The record expected now.
+        old: AllocationRecord,
+        /// The record to store.
+        new: AllocationRecord,
+    },
     /// Create `p/<level>`; the pair must be free.
     ClaimPair {
         /// The pair.

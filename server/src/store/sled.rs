@@ -23,7 +23,7 @@ use crate::level::Level;
 
 /// sled's page cache; the engine reads records rarely (Get, List, and once
 /// per mutation), so a small cache keeps RSS low at full occupancy.
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 4 << 20;
 
 /// The sled-backed [`Store`].
 pub struct SledStore {
@@ -76,6 +76,21 @@ impl SledStore {
 }
 
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    // sled opens a data file truncated to nothing as an empty database;
+    // remembering that the store existed keeps that from being mistaken
+    // for a new one (and every allocation silently forgotten).
+    let existed = path.join("conf").exists() || path.join("db").exists();
+    // An empty data file beside an existing configuration is a truncated
+    // store: refuse before sled opens (and writes to) it.
+    let data_len = std::fs::metadata(path.join("db")).map(|m| m.len());
+    if path.join("conf").exists() && matches!(data_len, Ok(0) | Err(_)) {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: "its data file is missing or empty while its configuration is there: \
+                     the data file was truncated or deleted"
+                .into(),
+        });
+    }
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(CACHE_BYTES)
@@ -88,11 +103,11 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
             },
             other => other,
         })?;
-    check_format(path, &db)?;
+    check_format(path, &db, existed)?;
     Ok(db)
 }
 
-fn check_format(path: &Path, db: &sled::Db) -> Result<(), StoreError> {
+fn check_format(path: &Path, db: &sled::Db, existed: bool) -> Result<(), StoreError> {
     match db.get(FORMAT_KEY).map_err(|e| map_err(path, e))? {
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
@@ -111,6 +126,12 @@ fn check_format(path: &Path, db: &sled::Db) -> Result<(), StoreError> {
                 })
             }
         }
+        None if db.is_empty() && existed => Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: "the store's files exist but hold no records, not even the format version: \
+                     the data file was truncated or replaced"
+                .into(),
+        }),
         None if db.is_empty() => {
             db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
                 .map_err(|e| map_err(path, e))?;
@@ -188,6 +209,10 @@ fn add_to_batch(batch: &mut sled::Batch, op: &Op) {
             codec::encode_allocation(r),
         ),
         Op::DeleteAllocation(r) => batch.remove(codec::allocation_key(&r.container_id)),
+        Op::UpdateAllocation { new, .. } => batch.insert(
+            codec::allocation_key(&new.container_id),
+            codec::encode_allocation(new),
+        ),
         Op::ClaimPair { level, holder } => {
             batch.insert(codec::pair_key(*level), codec::encode_holder(holder))
         }
@@ -310,8 +335,11 @@ impl Store for SledStore {
                 // apply + fsync block for a fraction of a millisecond; keep
                 // them off the async workers.
                 tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
                     db.apply_batch(batch).map_err(|e| map_err(&path, e))?;
-                    db.flush().map(drop).map_err(|e| map_err(&path, e))
+                    db.flush().map(drop).map_err(|e| map_err(&path, e))?;
+                    crate::metrics::global().store_flush(started.elapsed());
+                    Ok(())
                 })
                 .await
                 .unwrap_or_else(|e| {

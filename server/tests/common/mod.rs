@@ -14,7 +14,9 @@ use rustix::process::{kill_process, Pid, Signal};
 
 /// Labels pinned in every test config, so a host contexts file on the test
 /// machine cannot change expected strings.
-pub const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n";
+/// The scan of running processes is off, so containers running on the test
+/// machine cannot change expected counts.
+pub const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n[in_use]\nscan = false\n";
 
 /// A running (or stopped) mcsd under test.
 pub struct TestDaemon {

@@ -3,16 +3,18 @@
 //! Every command prints a human table by default and JSON with `-o json`.
 //! Errors print one line on stderr and exit with status 1.
 
+mod hook;
+mod list;
 mod output;
+mod relabel;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mcs_client::{proto, Allocate, Client, ClientError};
 use serde_json::json;
-use tokio_stream::StreamExt;
 
 use output::Format;
 
@@ -28,6 +30,14 @@ struct Cli {
     output: Format,
     #[command(subcommand)]
     command: Command,
+}
+
+/// OCI hook stages mcsctl handles.
+#[derive(Debug, Subcommand)]
+enum HookStage {
+    /// Release the container's label; reads the OCI state JSON on stdin.
+    /// Never fails the teardown: problems are reported on stderr, exit 0.
+    Poststop,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +66,7 @@ enum Command {
         /// Container id
         id: String,
     },
-    /// List allocations
+    /// List allocations (streamed in id order; other orders read them all first)
     List {
         /// Only this owner's
         #[arg(long)]
@@ -64,10 +74,32 @@ enum Command {
         /// Only this group's
         #[arg(long)]
         group: Option<String>,
-        /// Only those made by this mcsd node (hosts sharing an etcd store)
+        /// Only those made on this node (host)
         #[arg(long)]
         node: Option<String>,
+        /// At most this many
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Order of the rows
+        #[arg(long, value_enum, default_value = "id")]
+        sort: list::Sort,
     },
+    /// Show the daemon's version, uptime, store, SELinux mode and health
+    Status,
+    /// Run as an OCI hook (podman, CRI-O: deploy/oci-hooks/mcsd-release.json)
+    Hook {
+        #[command(subcommand)]
+        stage: HookStage,
+    },
+    /// Print shell completions
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh or fish
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page
+    #[command(hide = true)]
+    Man,
     /// Show how much of the range is in use
     Stats,
     /// Exclude a pair (s0:cX,cY) or a category (cN) from allocation
@@ -82,13 +114,105 @@ enum Command {
     },
     /// List reservations
     Reservations,
+    /// Relabel a volume for a container (private label, or shared with --shared)
+    Relabel {
+        /// Container id
+        id: String,
+        /// The volume's root directory
+        path: PathBuf,
+        /// Label for all containers (level s0) instead of this one only
+        #[arg(long)]
+        shared: bool,
+        /// Also enter file systems mounted below the root
+        #[arg(long)]
+        cross_mounts: bool,
+    },
+    /// Release every allocation of OWNER except the containers that still exist
+    Reconcile {
+        /// The runtime whose allocations are reconciled, e.g. podman
+        #[arg(long)]
+        owner: String,
+        /// Ids of containers that still exist; `-` reads more ids from stdin
+        /// (whitespace-separated)
+        #[arg(long, num_args = 0..)]
+        keep: Vec<String>,
+        /// Only show what would be released
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let socket = mcs_client::socket_path(cli.socket.as_deref());
-    let mut client = Client::connect(&socket).await?;
-    let format = cli.output;
+    // Commands that need no daemon.
     match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "mcsctl", out);
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)?;
+            return Ok(());
+        }
+        Command::Hook {
+            stage: HookStage::Poststop,
+        } => {
+            hook::poststop(&socket, out).await;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut client = Client::connect(&socket).await?;
+    let wide = cli.output == Format::Wide;
+    let format = if wide { Format::Table } else { cli.output };
+    match cli.command {
+        Command::Completions { .. } | Command::Man | Command::Hook { .. } => unreachable!(),
+        Command::Status => {
+            let s = client.status().await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "version": s.version,
+                        "started_at": output::time(s.started_at.as_ref()),
+                        "uptime_seconds": s.uptime_seconds,
+                        "store": s.store,
+                        "selinux_mode": s.selinux_mode,
+                        "health": s.health,
+                        "socket": s.socket,
+                        "range": s.range,
+                        "restore_mode": s.restore_mode,
+                    }),
+                )?,
+                _ => {
+                    let health = if s.health == "SERVING" {
+                        output::paint(&s.health, "32")
+                    } else {
+                        output::paint(&s.health, "31")
+                    };
+                    output::print_fields(
+                        out,
+                        &[
+                            ("version", s.version.clone()),
+                            ("health", health),
+                            (
+                                "uptime",
+                                humantime::format_duration(std::time::Duration::from_secs(
+                                    s.uptime_seconds as u64,
+                                ))
+                                .to_string(),
+                            ),
+                            ("socket", s.socket.clone()),
+                            ("store", s.store.clone()),
+                            ("range", s.range.clone()),
+                            ("selinux", s.selinux_mode.clone()),
+                            ("restore", s.restore_mode.clone()),
+                        ],
+                    )?
+                }
+            }
+        }
         Command::Allocate {
             id,
             owner,
@@ -113,7 +237,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     value["created"] = json!(response.created);
                     output::print_json(out, &value)?;
                 }
-                Format::Table => output::print_allocation(out, &allocation)?,
+                Format::Table | Format::Wide => output::print_allocation(out, &allocation)?,
             }
         }
         Command::Release { id } => {
@@ -127,9 +251,13 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "released": response.released,
                         "level": level.clone().unwrap_or_default(),
                         "level_freed": response.level_freed,
+                        "restored": response.restored.iter().map(|r| json!({
+                            "path": r.path, "mode": r.mode, "changed": r.changed,
+                            "failed": r.failed, "note": r.error,
+                        })).collect::<Vec<_>>(),
                     }),
                 )?,
-                Format::Table if response.released => writeln!(
+                Format::Table | Format::Wide if response.released => writeln!(
                     out,
                     "released {id} ({}){}",
                     level.unwrap_or_default(),
@@ -139,25 +267,45 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "; the level stays held (group members remain, or it is reserved)"
                     }
                 )?,
-                Format::Table => writeln!(out, "{id} held no allocation; nothing to release")?,
+                Format::Table | Format::Wide => {
+                    writeln!(out, "{id} held no allocation; nothing to release")?
+                }
+            }
+            if format == Format::Table {
+                for r in &response.restored {
+                    match r.error.as_str() {
+                        "" => writeln!(
+                            out,
+                            "restored {} ({}): {} changed",
+                            r.path, r.mode, r.changed
+                        )?,
+                        note => writeln!(out, "left {} as is: {note}", r.path)?,
+                    }
+                }
             }
         }
         Command::Get { id } => {
             let allocation = client.get(id).await?;
             match format {
                 Format::Json => output::print_json(out, &output::allocation_json(&allocation))?,
-                Format::Table => output::print_allocation(out, &allocation)?,
+                Format::Table | Format::Wide => output::print_allocation(out, &allocation)?,
             }
         }
-        Command::List { owner, group, node } => {
-            let request = proto::ListRequest {
-                owner: owner.unwrap_or_default(),
-                group: group.unwrap_or_default(),
-                node: node.unwrap_or_default(),
-                ..Default::default()
+        Command::List {
+            owner,
+            group,
+            node,
+            limit,
+            sort,
+        } => {
+            let query = list::Query {
+                owner,
+                group,
+                node,
+                limit,
+                sort,
             };
-            let mut stream = client.list(request).await?;
-            list(&mut stream, format, out).await?;
+            list::run(&mut client, query, format, wide, out).await?
         }
         Command::Stats => {
             let s = client.stats().await?;
@@ -175,7 +323,8 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "owners": s.owners.iter().map(|o| json!({"owner": o.owner, "containers": o.containers})).collect::<Vec<_>>(),
                     }),
                 )?,
-                Format::Table => {
+                _ => {
+                    writeln!(out, "usage       {}", output::bar(s.held, s.total, 40))?;
                     output::print_fields(
                         out,
                         &[
@@ -215,7 +364,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "created_at": output::time(reservation.created_at.as_ref()),
                     }),
                 )?,
-                Format::Table => writeln!(
+                Format::Table | Format::Wide => writeln!(
                     out,
                     "{} {}: covers {} pair(s), {} held (holders keep them until released)",
                     if r.created {
@@ -236,12 +385,77 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     out,
                     &json!({"target": target, "removed": r.removed, "pairs_freed": r.pairs_freed}),
                 )?,
-                Format::Table if r.removed => writeln!(
+                Format::Table | Format::Wide if r.removed => writeln!(
                     out,
                     "removed reservation {target}; {} pair(s) free again",
                     r.pairs_freed
                 )?,
-                Format::Table => writeln!(out, "no reservation {target}; nothing removed")?,
+                Format::Table | Format::Wide => {
+                    writeln!(out, "no reservation {target}; nothing removed")?
+                }
+            }
+        }
+        Command::Relabel {
+            id,
+            path,
+            shared,
+            cross_mounts,
+        } => {
+            // Resolve relative paths here: mcsd has its own working directory.
+            let path = std::path::absolute(&path).map_err(|e| {
+                Failure::Input(format!("cannot make {} absolute: {e}", path.display()))
+            })?;
+            let request = proto::RelabelRequest {
+                container_id: id,
+                path: path.display().to_string(),
+                shared,
+                cross_mounts,
+            };
+            let mut stream = client.relabel(request).await?;
+            relabel::show(&mut stream, format, out).await?;
+        }
+        Command::Reconcile {
+            owner,
+            keep,
+            dry_run,
+        } => {
+            let mut ids = Vec::with_capacity(keep.len());
+            for id in keep {
+                if id == "-" {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .map_err(|e| Failure::Input(format!("cannot read ids from stdin: {e}")))?;
+                    ids.extend(text.split_whitespace().map(str::to_owned));
+                } else {
+                    ids.push(id);
+                }
+            }
+            let r = client.reconcile(owner.clone(), ids, dry_run).await?;
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({
+                        "owner": owner,
+                        "dry_run": dry_run,
+                        "released": r.released.iter().map(output::allocation_json).collect::<Vec<_>>(),
+                        "kept": r.kept,
+                        "unknown": r.unknown,
+                    }),
+                )?,
+                Format::Table | Format::Wide => {
+                    let verb = if dry_run { "would release" } else { "released" };
+                    for a in &r.released {
+                        writeln!(out, "{verb} {} ({})", a.container_id, a.level)?;
+                    }
+                    writeln!(
+                        out,
+                        "{owner}: {verb} {}, kept {}, {} id(s) to keep held nothing",
+                        r.released.len(),
+                        r.kept,
+                        r.unknown
+                    )?;
+                }
             }
         }
         Command::Reservations => {
@@ -254,7 +468,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         .map(|r| json!({"target": r.target, "created_at": output::time(r.created_at.as_ref())}))
                         .collect::<Vec<_>>()),
                 )?,
-                Format::Table => {
+                Format::Table | Format::Wide => {
                     let mut table = output::StreamingTable::new(vec!["RESERVATION", "CREATED"]);
                     let rows: Vec<Vec<String>> = reservations
                         .iter()
@@ -268,54 +482,6 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Streams a listing to `out` as it arrives.
-async fn list(
-    stream: &mut tonic::Streaming<proto::ListResponse>,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), Failure> {
-    let mut table =
-        output::StreamingTable::new(vec!["CONTAINER", "OWNER", "GROUP", "LEVEL", "NODE", "AGE"]);
-    let mut first = true;
-    if format == Format::Json {
-        write!(out, "[")?;
-    }
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(ClientError::from)?;
-        match format {
-            Format::Json => {
-                for a in &chunk.allocations {
-                    let sep = if first { "\n  " } else { ",\n  " };
-                    first = false;
-                    write!(out, "{sep}{}", output::allocation_json(a))?;
-                }
-            }
-            Format::Table => {
-                let rows: Vec<Vec<String>> = chunk
-                    .allocations
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.container_id.clone(),
-                            a.owner.clone(),
-                            a.group.clone(),
-                            a.level.clone(),
-                            a.node.clone(),
-                            output::age(a.created_at.as_ref()),
-                        ]
-                    })
-                    .collect();
-                table.rows(out, &rows)?;
-            }
-        }
-    }
-    match format {
-        Format::Json => writeln!(out, "{}]", if first { "" } else { "\n" })?,
-        Format::Table => table.finish(out)?,
-    }
-    Ok(())
-}
-
 /// What ends mcsctl with a non-zero status.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -323,6 +489,8 @@ enum Failure {
     Client(#[from] ClientError),
     #[error("cannot write output: {0}")]
     Output(#[from] io::Error),
+    #[error("{0}")]
+    Input(String),
 }
 
 fn main() -> ExitCode {

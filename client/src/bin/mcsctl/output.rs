@@ -1,5 +1,6 @@
 //! How mcsctl prints: human tables by default, JSON for scripts.
 
+use std::io::IsTerminal;
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,45 @@ pub enum Format {
     Table,
     /// JSON for scripts.
     Json,
+    /// Aligned columns with every label (list); like table elsewhere.
+    Wide,
+}
+
+/// Whether to color output: only on a terminal, and never with NO_COLOR set
+/// (https://no-color.org).
+pub fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `text` in an ANSI color (`"32"` green, `"33"` yellow, `"31"` red) when
+/// coloring.
+pub fn paint(text: &str, code: &str) -> String {
+    if color() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A usage bar: `[#####...............]  25.0%`.
+pub fn bar(used: u64, total: u64, width: usize) -> String {
+    let share = if total == 0 {
+        0.0
+    } else {
+        used as f64 / total as f64
+    };
+    let filled = ((share * width as f64).round() as usize).min(width);
+    let code = match share {
+        s if s >= 0.9 => "31",
+        s if s >= 0.7 => "33",
+        _ => "32",
+    };
+    format!(
+        "[{}{}] {:5.1}%",
+        paint(&"#".repeat(filled), code),
+        ".".repeat(width - filled),
+        share * 100.0
+    )
 }
 
 /// RFC 3339 time, UTC, seconds precision.
@@ -38,6 +78,9 @@ pub fn allocation_json(a: &proto::Allocation) -> Value {
         "mount_option": a.mount_option,
         "created_at": time(a.created_at.as_ref()),
         "node": a.node,
+        "roots": a.roots.iter().map(|r| json!({
+            "path": r.path, "shared": r.shared, "original_label": r.original_label,
+        })).collect::<Vec<_>>(),
     })
 }
 

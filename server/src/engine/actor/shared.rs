@@ -180,7 +180,7 @@ impl Actor {
                     ids.push(req.container_id.clone());
                     groups.extend(req.group.clone());
                 }
-                Command::Release(id, _) => ids.push(id.clone()),
+                Command::Release(id, _) | Command::AddRoot(id, _, _) => ids.push(id.clone()),
                 _ => {}
             }
         }
@@ -241,6 +241,12 @@ impl Actor {
                 reply,
                 ..
             } => (Command::Release(record.container_id, reply), attempt),
+            Change::Update {
+                record,
+                root,
+                reply,
+                attempt,
+            } => (Command::AddRoot(record.container_id, *root, reply), attempt),
             other => {
                 other.failed(&mut self.view, AllocError::Store(StoreError::Conflict(why)));
                 return;
@@ -262,7 +268,10 @@ impl Actor {
             Command::Release(_, reply) => {
                 let _ = reply.send(Err(error));
             }
-            _ => unreachable!("only allocations and releases are retried"),
+            Command::AddRoot(_, _, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            _ => unreachable!("only allocations, releases and root updates are retried"),
         }
     }
 }

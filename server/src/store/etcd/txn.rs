@@ -48,6 +48,11 @@ pub(super) fn plan(txn: &Txn) -> Planned {
                 Expect::Value(codec::encode_allocation(r)),
                 None,
             ),
+            Op::UpdateAllocation { old, new } => (
+                codec::allocation_key(&new.container_id),
+                Expect::Value(codec::encode_allocation(old)),
+                Some(codec::encode_allocation(new)),
+            ),
             Op::ClaimPair { level, holder } => (
                 codec::pair_key(*level),
                 Expect::Absent,
@@ -192,7 +197,8 @@ mod tests {
             process_label: "p".into(),
             file_label: "f".into(),
             created_at: UNIX_EPOCH,
-            node: None,
+            node: String::new(),
+            roots: Vec::new(),
         }
     }
 

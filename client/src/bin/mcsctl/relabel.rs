@@ -1,0 +1,78 @@
+//! `mcsctl relabel`: a live progress line on a terminal, one summary line
+//! (or JSON) for scripts.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use mcs_client::proto::RelabelProgress;
+use serde_json::json;
+
+use crate::output::{self, Format};
+use crate::Failure;
+
+/// Follows a relabel stream to its end and prints the summary.
+pub async fn show(
+    stream: &mut tonic::Streaming<RelabelProgress>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let live = format == Format::Table && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut spinner = 0usize;
+    let mut last: Option<RelabelProgress> = None;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(status) => {
+                if live {
+                    eprint!("\r\x1b[2K");
+                }
+                return Err(Failure::Client(status.into()));
+            }
+        };
+        if live && !message.done {
+            spinner += 1;
+            let rate = message.seen as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\r\x1b[2K{} {} seen {}  changed {}  already right {}  failed {}  ({:.0}/s)",
+                ["|", "/", "-", "\\"][spinner % 4],
+                message.root,
+                message.seen,
+                message.changed,
+                message.unchanged,
+                message.failed,
+                rate
+            );
+        }
+        if message.done {
+            last = Some(message);
+        }
+    }
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    let s =
+        last.ok_or_else(|| Failure::Input("mcsd ended the relabel without a summary".into()))?;
+    match format {
+        Format::Json => output::print_json(
+            out,
+            &json!({
+                "root": s.root,
+                "label": s.label,
+                "seen": s.seen,
+                "changed": s.changed,
+                "unchanged": s.unchanged,
+                "failed": s.failed,
+                "mounts_skipped": s.mounts_skipped,
+                "seconds": s.seconds,
+            }),
+        )?,
+        Format::Table | Format::Wide => writeln!(
+            out,
+            "relabeled {} to {}: {} entries, {} changed, {} already right, {} failed, {} mount(s) not entered, {:.2} s",
+            s.root, s.label, s.seen, s.changed, s.unchanged, s.failed, s.mounts_skipped, s.seconds
+        )?,
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian or Fedora machine.
+#
+#   ./dev.sh run    build and start mcsd in dev mode (state and socket under ./.mcsd-dev, no root)
+#   ./dev.sh test   build and run every test (unit, doc, integration, property), then print the summary
+#   ./dev.sh deps   only install what the build and the tests need
+#
+# Both `run` and `test` install missing system packages first (apt-get or dnf, with sudo when not
+# root), a Rust toolchain through rustup when cargo is missing, and cargo-nextest when absent.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+
+# Packages the build needs (libselinux headers + libclang for the selinux crate's bindgen, protoc
+# for etcd-client's generated code) and the
+# tests use (etcd for the cluster store, attr for getfattr, systemd for
+# systemd-analyze and systemd-socket-activate, rpm for rpmbuild, util-linux
+# for setpriv and mount).
+DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler attr etcd-server curl ca-certificates systemd rpm util-linux make selinux-policy-dev)
+FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protobuf-compiler attr etcd curl systemd rpm-build util-linux selinux-policy-devel)
+
+log() { printf 'dev.sh: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+    if command -v apt-get >/dev/null 2>&1; then
+        local missing=()
+        for p in "${DEBIAN_PACKAGES[@]}"; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        done
+        if [ ${#missing[@]} -gt 0 ]; then
+            log "installing ${missing[*]}"
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        fi
+    elif command -v dnf >/dev/null 2>&1; then
+        local missing=()
+        for p in "${FEDORA_PACKAGES[@]}"; do
+            rpm -q "$p" >/dev/null 2>&1 || missing+=("$p")
+        done
+        if [ ${#missing[@]} -gt 0 ]; then
+            log "installing ${missing[*]}"
+            as_root dnf install -y -q "${missing[@]}"
+        fi
+    else
+        log "neither apt-get nor dnf found; install by hand: ${DEBIAN_PACKAGES[*]}"
+    fi
+}
+
+install_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "installing the Rust toolchain with rustup"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        log "installing cargo-nextest"
+        cargo install --locked cargo-nextest
+    fi
+}
+
+deps() {
+    install_system_packages
+    install_rust
+}
+
+case "${1:-}" in
+    run)
+        shift
+        deps
+        cargo build --release -p mcsd -p mcs-client
+        log "mcsd is starting in dev mode; in another shell try:"
+        log "  export MCSD_SOCKET=$PWD/.mcsd-dev/mcsd.sock; target/release/mcsctl allocate my-container"
+        exec target/release/mcsd --dev "$@"
+        ;;
+    test)
+        shift
+        deps
+        # Doc tests first: nextest does not run them, and its summary should be the last thing printed.
+        cargo test --workspace --doc --quiet
+        exec cargo nextest run --workspace --no-fail-fast "$@"
+        ;;
+    deps)
+        deps
+        ;;
+    *)
+        echo "usage: $0 run|test|deps" >&2
+        exit 2
+        ;;
+esac

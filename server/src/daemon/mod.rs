@@ -1,0 +1,353 @@
+//! Putting the pieces together: open the store, load the engine, bind the
+//! socket, serve; and the reverse on shutdown.
+//!
+//! Order matters. The socket is bound only after the store is open and
+//! checked, so a client that can connect gets answers from a consistent
+//! state. On shutdown the server stops accepting, lets in-flight calls
+//! finish, then the engine drains its queue and the store flushes last.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mcs_proto::v1::labels_server::LabelsServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::auth::Policy;
+use crate::config::Config;
+use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
+use crate::engine::{Engine, EngineConfig, LoadError};
+use crate::error::AllocError;
+use crate::inuse;
+use crate::metrics;
+use crate::relabel::volumes::SharedRelabeler;
+use crate::relabel::{FromPolicy, RelabelError, Relabeler, RestoreMode};
+use crate::service::{DaemonInfo, LabelService, SharedPolicy};
+use crate::socket::{BoundSocket, SocketError};
+use crate::store::backend::{self, StoreSettings};
+use crate::store::StoreError;
+use crate::systemd;
+
+mod reload;
+mod run;
+
+pub use run::run;
+
+/// Largest request accepted; real requests are a few hundred bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// How long in-flight calls get to finish after a stop is requested. A
+/// client that keeps its connection open without answering (hung, stopped)
+/// must not hold mcsd's shutdown hostage.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Holds the pairs running processes use, before any client can ask for
+/// one. A scan that cannot read the process table is logged, not fatal:
+/// mcsd is still the better allocator without it.
+async fn adopt_running(engine: &Engine, proc_root: &Path) -> Result<(), DaemonError> {
+    let in_use = match inuse::scan(proc_root) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(proc = %proc_root.display(), error = %e, "cannot scan running processes for labels in use");
+            return Ok(());
+        }
+    };
+    let adopted = inuse::adopt(engine, &in_use)
+        .await
+        .map_err(DaemonError::Adopt)?;
+    for (level, pid) in &adopted.held {
+        tracing::info!(%level, pid, "pair in use by a running process; held as owner running");
+    }
+    tracing::info!(
+        levels_in_use = in_use.len(),
+        newly_held = adopted.held.len(),
+        already_allocated = adopted.already_allocated,
+        not_allocatable = adopted.not_allocatable,
+        released_gone = adopted.released.len(),
+        "scanned running processes for labels in use"
+    );
+    Ok(())
+}
+
+/// Checks what `start` checks before it touches the store: label
+/// templates (host contexts file, loaded policy) and the restore mode.
+/// For `mcsd --check-config`.
+pub fn check(config: &Config) -> Result<(), DaemonError> {
+    let (labels, _) = context::resolve_labels(
+        (
+            config.process_template.clone(),
+            config.file_template.clone(),
+        ),
+        &config.host_contexts,
+    )?;
+    if context::selinux_mode() != SelinuxMode::Disabled {
+        context::check_against_policy(&labels)?;
+    }
+    if config.relabel.restore == RestoreMode::Policy {
+        FromPolicy::new()?;
+    }
+    Ok(())
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The host contexts file is malformed.
+    #[error(transparent)]
+    Contexts(#[from] ContextsFileError),
+    /// The loaded policy refuses a template.
+    #[error(transparent)]
+    Policy(#[from] PolicyRejected),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored state could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// `restore = "policy"` cannot work on this host.
+    #[error("relabel.restore = \"policy\": {0}; use \"original\" or \"none\"")]
+    Restore(#[from] RelabelError),
+    /// Holding the pairs of running processes failed (the store refused).
+    #[error("cannot hold the labels running processes use: {0}")]
+    Adopt(AllocError),
+    /// The socket systemd passed is unusable.
+    #[error("socket activation: {0}")]
+    Activation(String),
+    /// The reflection service could not be built.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
+    /// The metrics listener could not be opened.
+    #[error("cannot serve metrics on {listen}: {source}")]
+    Metrics {
+        /// The configured address.
+        listen: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    engine: Engine,
+    socket: BoundSocket,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    health: tonic_health::server::HealthReporter,
+    serving: Arc<AtomicBool>,
+    metrics: Option<JoinHandle<()>>,
+    policy: SharedPolicy,
+    relabeler: SharedRelabeler,
+    /// The configuration in force, for reloads.
+    config: std::sync::Mutex<Config>,
+}
+
+impl Daemon {
+    /// Opens the store, loads the state, binds the socket and starts serving.
+    pub async fn start(config: &Config) -> Result<Daemon, DaemonError> {
+        let mode = context::selinux_mode();
+        let (labels, source) = context::resolve_labels(
+            (
+                config.process_template.clone(),
+                config.file_template.clone(),
+            ),
+            &config.host_contexts,
+        )?;
+        if mode == SelinuxMode::Disabled {
+            tracing::warn!("SELinux is disabled on this host: mcsd still allocates and records labels, but nothing enforces them here");
+        } else {
+            context::check_against_policy(&labels)?;
+        }
+        tracing::info!(process = %labels.process, file = %labels.file, %source, selinux = %mode, "label templates");
+
+        if config.relabel.restore == RestoreMode::Policy {
+            FromPolicy::new()?;
+        }
+        if config.store == StoreSettings::Sled {
+            create_state_dir(&config.state_dir)?;
+        }
+        let store = backend::open(&config.store, &config.state_dir, config.range).await?;
+        tracing::info!(store = %store.describe(), node = %config.node_name, "store open");
+        let engine = Engine::start(
+            store,
+            EngineConfig {
+                range: config.range,
+                labels,
+                node: config.node_name.clone(),
+            },
+        )
+        .await?;
+
+        if config.scan_in_use {
+            adopt_running(&engine, &config.proc_root).await?;
+        }
+
+        for reservation in &config.reservations {
+            let r = engine
+                .reserve(*reservation)
+                .await
+                .map_err(DaemonError::Adopt)?;
+            if r.created {
+                tracing::info!(%reservation, covered = r.covered, "reserved by the configuration");
+            }
+        }
+
+        let mut socket = match systemd::listen_fd().map_err(DaemonError::Activation)? {
+            Some(fd) => {
+                let socket = BoundSocket::inherited(fd)?;
+                tracing::info!(socket = %socket.path().display(), "serving on the socket systemd passed");
+                socket
+            }
+            None => BoundSocket::bind(&config.socket)?,
+        };
+        let listener = socket.listener().map_err(|source| SocketError::Io {
+            action: "listen on",
+            path: config.socket.clone(),
+            source,
+        })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let policy = Policy::new(config.auth.clone(), rustix::process::geteuid().as_raw());
+        let policy = Arc::new(std::sync::RwLock::new(policy));
+        let relabeler = Arc::new(std::sync::RwLock::new(Arc::new(Relabeler::new(
+            config.relabel.clone(),
+            &config.state_dir,
+        ))));
+        let serving = Arc::new(AtomicBool::new(false));
+        let info = DaemonInfo {
+            started_at: SystemTime::now(),
+            socket: socket.path().to_owned(),
+            selinux_mode: mode.to_string(),
+            serving: serving.clone(),
+        };
+        let service = LabelsServer::new(LabelService::new(
+            engine.clone(),
+            policy.clone(),
+            relabeler.clone(),
+            info,
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        // The overall status ("" — what a plain health check asks) starts
+        // SERVING in tonic-health; it must say so only once mcsd does.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(mcs_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| DaemonError::Reflection(e.to_string()))?;
+        let metrics = match &config.metrics {
+            Some(listen) => Some(
+                metrics::serve(listen.clone(), engine.clone())
+                    .await
+                    .map_err(|source| DaemonError::Metrics {
+                        listen: listen.to_string(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(tower::layer::layer_fn(metrics::Timed::new))
+                .add_service(service)
+                .add_service(health_service)
+                .add_service(reflection)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        health.set_serving::<LabelsServer<LabelService>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
+        serving.store(true, Ordering::Relaxed);
+        tracing::info!(socket = %socket.path().display(), range = %config.range, "mcsd is serving");
+        Ok(Daemon {
+            engine,
+            socket,
+            stop,
+            server,
+            health,
+            serving,
+            metrics,
+            policy,
+            relabeler,
+            config: std::sync::Mutex::new(config.clone()),
+        })
+    }
+
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// The engine, for in-process callers.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops gracefully: in-flight calls finish, queued changes commit, the
+    /// store flushes.
+    pub async fn stop(self) -> Result<(), DaemonError> {
+        self.serving.store(false, Ordering::Relaxed);
+        self.health
+            .set_not_serving::<LabelsServer<LabelService>>()
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        if let Some(metrics) = &self.metrics {
+            metrics.abort();
+        }
+        let _ = self.stop.send(());
+        let mut server = self.server;
+        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(joined) => joined.ok(),
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = SHUTDOWN_GRACE.as_secs(),
+                    "connections still open after the grace period; closing them"
+                );
+                server.abort();
+                None
+            }
+        };
+        let closed = self.engine.shutdown().await;
+        drop(self.socket);
+        if let Some(result) = served {
+            result?;
+        }
+        closed?;
+        tracing::info!("mcsd stopped");
+        Ok(())
+    }
+}
+
+fn create_state_dir(path: &Path) -> Result<(), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| DaemonError::StateDir {
+            path: path.to_owned(),
+            source,
+        })
+}

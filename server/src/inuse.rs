@@ -1,0 +1,209 @@
+//! Labels already in use: the MCS levels of processes that run now.
+//!
+//! A container started before mcsd (or by a runtime that does not use it)
+//! already runs with some pair; handing that pair out again would let a new
+//! container read its files. At start mcsd reads every process's context
+//! from `/proc/<pid>/attr/current`, and holds each pair it finds as
+//! `pid:<n>` with owner `running`. Pairs held that way by a previous start
+//! are released when no process uses them any more.
+//!
+//! The scan is a function over a directory so tests can feed it a made-up
+//! `/proc` (on a kernel without SELinux, `attr/current` is unreadable).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::engine::{AllocateRequest, Engine, ListFilter};
+use crate::error::AllocError;
+use crate::id::{ContainerId, Owner};
+use crate::level::Level;
+
+/// The owner of pairs held on behalf of running processes.
+pub const RUNNING_OWNER: &str = "running";
+
+/// Levels in use, each with the lowest pid using it.
+pub type InUse = BTreeMap<Level, u32>;
+
+/// The MCS pair of a context such as
+/// `system_u:system_r:container_t:s0:c1,c2`; `None` for contexts without
+/// exactly two categories (`s0`, `s0-s0:c0.c1023`, ...), which no container
+/// pair can collide with.
+pub fn level_of_context(context: &str) -> Option<Level> {
+    let context = context.trim_end_matches(['\0', '\n']);
+    let mut parts = context.splitn(4, ':');
+    let (_user, _role, _type) = (parts.next()?, parts.next()?, parts.next()?);
+    let mls = parts.next()?;
+    // An MLS range low-high: a process's effective level is the low end.
+    let low = mls.split('-').next()?;
+    low.parse().ok()
+}
+
+/// Scans `proc_root` (normally `/proc`) for processes running at a pair.
+/// Processes that vanish or cannot be read are skipped: the scan is a best
+/// effort at start-up, never a reason not to start.
+pub fn scan(proc_root: &Path) -> std::io::Result<InUse> {
+    let mut found = InUse::new();
+    for entry in std::fs::read_dir(proc_root)? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path().join("attr").join("current");
+        let Ok(context) = std::fs::read(&path) else {
+            continue;
+        };
+        if let Some(level) = level_of_context(&String::from_utf8_lossy(&context)) {
+            found
+                .entry(level)
+                .and_modify(|p| *p = (*p).min(pid))
+                .or_insert(pid);
+        }
+    }
+    Ok(found)
+}
+
+/// What [`adopt`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Pairs newly held for running processes.
+    pub held: Vec<(Level, u32)>,
+    /// Pairs in use that mcsd had already handed out (the usual case).
+    pub already_allocated: u64,
+    /// Pairs in use that a reservation or the range keeps out of allocation.
+    pub not_allocatable: u64,
+    /// Pairs held for processes that no longer run, now released.
+    pub released: Vec<Level>,
+}
+
+/// Makes the engine hold every pair in `in_use`, and releases pairs held
+/// for processes that are gone.
+pub async fn adopt(engine: &Engine, in_use: &InUse) -> Result<Adopted, AllocError> {
+    let owner = Owner::new(RUNNING_OWNER).expect("a valid owner");
+    let mut adopted = Adopted::default();
+
+    // Previous starts' holds: keep those whose level is still in use.
+    // Only this host's: its processes are the ones scanned.
+    let filter = ListFilter {
+        owner: Some(owner.clone()),
+        group: None,
+        node: Some(engine.node().to_owned()),
+    };
+    let mut still_held = BTreeSet::new();
+    // Listing filters a scan of every allocation: skip it when the engine
+    // counts none of ours (restart at full pool: ~1 s saved).
+    let stats = engine.stats().await?;
+    let any = stats.owners.iter().any(|(o, n)| *o == owner && *n > 0);
+    let mut after = None;
+    loop {
+        if !any {
+            break;
+        }
+        let page = engine.list_page(&filter, after.as_ref()).await?;
+        for record in page.records {
+            if in_use.contains_key(&record.level) {
+                still_held.insert(record.level);
+            } else if engine.release(record.container_id).await?.record.is_some() {
+                adopted.released.push(record.level);
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+
+    for (&level, &pid) in in_use {
+        if still_held.contains(&level) {
+            continue;
+        }
+        let request = |id: String| AllocateRequest {
+            container_id: ContainerId::new(id).expect("a valid id"),
+            owner: owner.clone(),
+            group: None,
+            level: Some(level),
+        };
+        let mut result = engine.allocate(request(format!("pid:{pid}"))).await;
+        if let Err(AllocError::IdConflict { .. }) = result {
+            // A recycled pid whose previous level is still in use by others:
+            // hold this level under a name that also says which it is.
+            let (low, high) = (level.low(), level.high());
+            result = engine
+                .allocate(request(format!("pid:{pid}:{low}.{high}")))
+                .await;
+        }
+        match result {
+            Ok(a) if a.created => adopted.held.push((level, pid)),
+            Ok(_) | Err(AllocError::LevelHeld { .. }) | Err(AllocError::GroupLevel { .. }) => {
+                adopted.already_allocated += 1
+            }
+            Err(AllocError::LevelReserved { .. }) | Err(AllocError::OutOfRange { .. }) => {
+                adopted.not_allocatable += 1
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(adopted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_read_from_contexts_and_other_levels_ignored() {
+        let l = |s: &str| level_of_context(s).map(|l| l.to_string());
+        assert_eq!(
+            l("system_u:system_r:container_t:s0:c1,c2\0"),
+            Some("s0:c1,c2".into())
+        );
+        assert_eq!(
+            l("system_u:system_r:container_t:s0:c5,c900\n"),
+            Some("s0:c5,c900".into())
+        );
+        assert_eq!(
+            l("system_u:system_r:svirt_t:s0:c3,c4-s0:c3,c4"),
+            Some("s0:c3,c4".into())
+        );
+        assert_eq!(
+            l("unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023"),
+            None
+        );
+        assert_eq!(l("system_u:system_r:init_t:s0"), None);
+        assert_eq!(l("system_u:system_r:container_t:s0:c7"), None);
+        assert_eq!(l("kernel"), None);
+        assert_eq!(l(""), None);
+    }
+
+    #[test]
+    fn scan_reads_a_proc_tree_and_keeps_the_lowest_pid_per_level() {
+        let proc = tempfile::tempdir().unwrap();
+        let process = |pid: &str, context: Option<&str>| {
+            let dir = proc.path().join(pid).join("attr");
+            std::fs::create_dir_all(&dir).unwrap();
+            if let Some(c) = context {
+                std::fs::write(dir.join("current"), c).unwrap();
+            }
+        };
+        process("1", Some("system_u:system_r:init_t:s0\0"));
+        process("300", Some("system_u:system_r:container_t:s0:c5,c6\0"));
+        process("200", Some("system_u:system_r:container_t:s0:c5,c6\0"));
+        process("400", Some("system_u:system_r:container_t:s0:c1,c1023\0"));
+        process("500", None); // unreadable, as without SELinux
+        process("self", Some("system_u:system_r:container_t:s0:c8,c9\0"));
+        std::fs::write(proc.path().join("uptime"), "1 2").unwrap();
+        let found = scan(proc.path()).unwrap();
+        let found: Vec<(String, u32)> =
+            found.into_iter().map(|(l, p)| (l.to_string(), p)).collect();
+        assert_eq!(
+            found,
+            [
+                ("s0:c1,c1023".to_owned(), 400),
+                ("s0:c5,c6".to_owned(), 200)
+            ]
+        );
+    }
+}

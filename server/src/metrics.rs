@@ -1,0 +1,296 @@
+//! Prometheus metrics, served as text on an optional listener (off by
+//! default; loopback TCP or a Unix socket, see `[metrics] listen`).
+//!
+//! Counters and histograms live in one process-wide [`Metrics`]; the pair
+//! gauges are read from the engine at each scrape, so they are never stale.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::MetricsListen;
+use crate::engine::Engine;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerResult {
+    owner: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Method {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PairState {
+    state: String,
+}
+
+/// Every metric mcsd exports.
+pub struct Metrics {
+    registry: Registry,
+    allocations: Family<OwnerResult, Counter>,
+    releases: Family<OwnerResult, Counter>,
+    requests: Family<Method, Histogram>,
+    relabel_entries: Family<Outcome, Counter>,
+    store_flush: Histogram,
+    pairs: Family<PairState, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~3 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("mcsd");
+        let allocations = Family::<OwnerResult, Counter>::default();
+        registry.register(
+            "allocations",
+            "Allocate calls by owner and result",
+            allocations.clone(),
+        );
+        let releases = Family::<OwnerResult, Counter>::default();
+        registry.register(
+            "releases",
+            "Release calls by owner and result",
+            releases.clone(),
+        );
+        let requests = Family::<Method, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "gRPC call latency by method",
+            requests.clone(),
+        );
+        let relabel_entries = Family::<Outcome, Counter>::default();
+        registry.register(
+            "relabel_entries",
+            "Entries walked by relabels and restores: changed, unchanged, failed",
+            relabel_entries.clone(),
+        );
+        let store_flush = latency_histogram();
+        registry.register(
+            "store_flush_duration_seconds",
+            "Time to make one batch of changes durable",
+            store_flush.clone(),
+        );
+        let pairs = Family::<PairState, Gauge>::default();
+        registry.register(
+            "pairs",
+            "Pairs of the range: total, held, free, reserved",
+            pairs.clone(),
+        );
+        Self {
+            registry,
+            allocations,
+            releases,
+            requests,
+            relabel_entries,
+            store_flush,
+            pairs,
+        }
+    }
+
+    /// Counts an Allocate call.
+    pub fn allocation(&self, owner: &str, result: &str) {
+        self.allocations
+            .get_or_create(&OwnerResult {
+                owner: owner.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a Release call.
+    pub fn release(&self, owner: &str, result: &str) {
+        self.releases
+            .get_or_create(&OwnerResult {
+                owner: owner.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a call's latency.
+    pub fn request(&self, method: &str, took: Duration) {
+        self.requests
+            .get_or_create(&Method {
+                method: method.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts walked entries.
+    pub fn relabel(&self, changed: u64, unchanged: u64, failed: u64) {
+        for (outcome, n) in [
+            ("changed", changed),
+            ("unchanged", unchanged),
+            ("failed", failed),
+        ] {
+            self.relabel_entries
+                .get_or_create(&Outcome {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Records one store flush.
+    pub fn store_flush(&self, took: Duration) {
+        self.store_flush.observe(took.as_secs_f64());
+    }
+
+    /// The text exposition, with pair gauges from `engine` now.
+    pub async fn render(&self, engine: &Engine) -> String {
+        if let Ok(stats) = engine.stats().await {
+            for (state, n) in [
+                ("total", stats.pool.total),
+                ("held", stats.pool.held),
+                ("free", stats.pool.free),
+                ("reserved", stats.pool.reserved),
+            ] {
+                self.pairs
+                    .get_or_create(&PairState {
+                        state: state.to_owned(),
+                    })
+                    .set(n as i64);
+            }
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Serves `GET /metrics` on `listen` until the task is aborted. Each
+/// connection gets one response and is closed (what Prometheus needs).
+pub async fn serve(
+    listen: MetricsListen,
+    engine: Engine,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    match listen {
+        MetricsListen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "serving metrics");
+            Ok(tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(answer(stream, engine.clone()));
+                }
+            }))
+        }
+        MetricsListen::Unix(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            tracing::info!(path = %path.display(), "serving metrics");
+            Ok(tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(answer(stream, engine.clone()));
+                }
+            }))
+        }
+    }
+}
+
+async fn answer(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    engine: Engine,
+) {
+    let mut request = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    if read.is_err() {
+        return;
+    }
+    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics" {
+        ("200 OK", global().render(&engine).await)
+    } else {
+        ("404 Not Found", "metrics are at /metrics\n".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A tower layer body: records every gRPC call's latency (to its response
+/// head; streams continue after) under its method name.
+#[derive(Debug, Clone)]
+pub struct Timed<S> {
+    inner: S,
+}
+
+impl<S> Timed<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let started = std::time::Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            global().request(&method, started.elapsed());
+            response
+        })
+    }
+}

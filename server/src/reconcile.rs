@@ -1,0 +1,91 @@
+//! Reconcile: a runtime says which of its containers still exist, and mcsd
+//! releases the rest of that runtime's allocations.
+//!
+//! This is how labels of containers that vanished without a Release (the
+//! runtime crashed, the host rebooted mid-teardown) come back. Allocations
+//! made after the reconcile started are never released by it, so a runtime
+//! may keep creating containers while it reconciles.
+
+use std::collections::HashSet;
+
+use crate::engine::{Engine, ListFilter};
+use crate::error::AllocError;
+use crate::id::{ContainerId, Owner};
+use crate::store::{self, AllocationRecord};
+
+/// What a runtime asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileRequest {
+    /// Whose allocations.
+    pub owner: Owner,
+    /// The ids that still exist.
+    pub keep: HashSet<ContainerId>,
+    /// Only report.
+    pub dry_run: bool,
+}
+
+/// What reconciling did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reconciled {
+    /// Allocations released (or that would be, for a dry run), by id.
+    pub released: Vec<AllocationRecord>,
+    /// Allocations of the owner that stay.
+    pub kept: u64,
+    /// Ids to keep that hold no allocation of this owner.
+    pub unknown: u64,
+}
+
+/// Releases every allocation of `request.owner` not in `request.keep` and
+/// created before this call began. Each release is durable on its own; if
+/// the call fails midway, what it reported released stays released and a
+/// second call finishes the job.
+pub async fn reconcile(
+    engine: &Engine,
+    request: ReconcileRequest,
+) -> Result<Reconciled, AllocError> {
+    let started = store::now();
+    // A runtime knows the containers of its own host only.
+    let filter = ListFilter {
+        owner: Some(request.owner.clone()),
+        group: None,
+        node: Some(engine.node().to_owned()),
+    };
+    let mut result = Reconciled::default();
+    let mut stale = Vec::new();
+    let mut seen = 0u64;
+    let mut after = None;
+    loop {
+        let page = engine.list_page(&filter, after.as_ref()).await?;
+        for record in page.records {
+            if request.keep.contains(&record.container_id) {
+                seen += 1;
+                result.kept += 1;
+            } else if record.created_at >= started {
+                result.kept += 1;
+            } else {
+                stale.push(record);
+            }
+        }
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    result.unknown = request.keep.len() as u64 - seen;
+    if request.dry_run {
+        result.released = stale;
+        return Ok(result);
+    }
+    for record in stale {
+        if let Some(released) = engine.release(record.container_id).await?.record {
+            tracing::info!(
+                container_id = %released.container_id,
+                owner = %released.owner,
+                level = %released.level,
+                "released by reconcile"
+            );
+            result.released.push(released);
+        }
+    }
+    Ok(result)
+}

@@ -1,0 +1,414 @@
+//! The relabeler on real trees, reading the xattrs back: ext4 (the temp
+//! dir), tmpfs and ramfs (no xattr support) mounted for the test. Needs root
+//! (writing `security.*` xattrs and mounting).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const PRIVATE: &[u8] = b"system_u:object_r:container_file_t:s0:c1,c2";
+const SHARED: &[u8] = b"system_u:object_r:container_file_t:s0";
+
+fn require_root() {
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "relabel tests write security.selinux xattrs and mount file systems: run them as root"
+    );
+}
+
+/// A file system mounted for one test, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(fstype: &str, at: &Path) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", fstype, fstype])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t {fstype} {} failed", at.display());
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The label of `path` itself (not following a symlink).
+fn label(path: &Path) -> Option<Vec<u8>> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    xattr::get_at(c.as_bytes()).unwrap()
+}
+
+fn relabeler() -> Relabeler {
+    Relabeler::new(
+        RelabelConfig {
+            threads: 2,
+            ..Default::default()
+        },
+        Path::new("/var/lib/mcsd"),
+    )
+}
+
+fn run(root: &Path, want: &[u8], cross_mounts: bool) -> Outcome {
+    let r = relabeler();
+    let resolved = r.resolve(root).unwrap();
+    r.run(
+        &resolved,
+        &Fixed(want.to_vec()),
+        cross_mounts,
+        &Counters::default(),
+    )
+    .unwrap()
+}
+
+/// Every kind of entry, plus links that point out of the tree.
+fn build_tree(root: &Path, outside: &Path) -> Vec<PathBuf> {
+    let mut entries = vec![root.to_owned()];
+    for d in ["a", "a/b", "a/b/c", "empty"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+        entries.push(root.join(d));
+    }
+    for f in ["f1", "a/f2", "a/b/c/f3"] {
+        std::fs::write(root.join(f), f).unwrap();
+        entries.push(root.join(f));
+    }
+    std::fs::hard_link(root.join("f1"), root.join("a/hardlink")).unwrap();
+    entries.push(root.join("a/hardlink"));
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("a/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    entries.push(root.join("a/fifo"));
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("a/socket")).unwrap();
+    entries.push(root.join("a/socket"));
+    for (link, target) in [
+        ("passwd-link", Path::new("/etc/passwd")),
+        ("outside-dir", outside),
+        ("a/dangling", Path::new("/no/such/target")),
+        ("a/b/loop", Path::new("../b")),
+    ] {
+        std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+        entries.push(root.join(link));
+    }
+    entries
+}
+
+fn check_tree(root: &Path, fstype: &str) {
+    let outside = root.with_file_name(format!(
+        "{}-outside",
+        root.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "s").unwrap();
+    let before_outside = (label(&outside), label(&outside.join("secret")));
+    let before_passwd = label(Path::new("/etc/passwd"));
+    let entries = build_tree(root, &outside);
+
+    let out = run(root, PRIVATE, false);
+    assert_eq!(out.totals.failed, 0, "{fstype}: {:?}", out.errors);
+    assert_eq!(out.totals.seen, entries.len() as u64, "{fstype}");
+    for e in &entries {
+        assert_eq!(
+            label(e).as_deref(),
+            Some(PRIVATE),
+            "{fstype}: {}",
+            e.display()
+        );
+    }
+    // Links were labeled themselves; what they point at was not touched.
+    assert_eq!(label(Path::new("/etc/passwd")), before_passwd);
+    assert_eq!(
+        (label(&outside), label(&outside.join("secret"))),
+        before_outside
+    );
+
+    // Already labeled: a second run only reads, and ctimes stay the same.
+    let ctimes: Vec<i64> = entries
+        .iter()
+        .map(|e| std::fs::symlink_metadata(e).unwrap().ctime_nsec())
+        .collect();
+    let again = run(root, PRIVATE, false);
+    assert_eq!(
+        (again.totals.changed, again.totals.unchanged),
+        (0, entries.len() as u64)
+    );
+    let after: Vec<i64> = entries
+        .iter()
+        .map(|e| std::fs::symlink_metadata(e).unwrap().ctime_nsec())
+        .collect();
+    assert_eq!(ctimes, after, "{fstype}: a read-only pass changed ctimes");
+
+    // Shared: level s0 on everything.
+    let shared = run(root, SHARED, false);
+    // The hard link shares f1's inode: whichever name comes second finds
+    // the label already written.
+    assert_eq!(
+        (shared.totals.changed, shared.totals.unchanged),
+        (entries.len() as u64 - 1, 1)
+    );
+    assert!(entries.iter().all(|e| label(e).as_deref() == Some(SHARED)));
+}
+
+#[test]
+fn every_entry_is_labeled_and_links_are_not_followed_on_ext4() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    check_tree(&base.path().join("volume"), "ext4 (temp dir)");
+}
+
+#[test]
+fn every_entry_is_labeled_and_links_are_not_followed_on_tmpfs() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let _m = Mount::new("tmpfs", &base.path().join("shm"));
+    check_tree(&base.path().join("shm/volume"), "tmpfs");
+}
+
+#[test]
+fn mounted_file_systems_are_entered_only_when_asked() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("volume");
+    std::fs::create_dir_all(&root).unwrap();
+    let _m = Mount::new("tmpfs", &root.join("mnt"));
+    std::fs::write(root.join("mnt/inside"), "x").unwrap();
+    let mount_label = label(&root.join("mnt"));
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(out.totals.mounts_skipped, 1);
+    assert_eq!(
+        label(&root.join("mnt")),
+        mount_label,
+        "the mount point's root was labeled"
+    );
+    assert_ne!(label(&root.join("mnt/inside")).as_deref(), Some(PRIVATE));
+    let out = run(&root, PRIVATE, true);
+    assert_eq!(out.totals.mounts_skipped, 0);
+    assert_eq!(label(&root.join("mnt/inside")).as_deref(), Some(PRIVATE));
+}
+
+#[test]
+fn entries_that_cannot_be_labeled_are_counted_and_named() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("ramfs");
+    let _m = Mount::new("ramfs", &root);
+    std::fs::create_dir(root.join("d")).unwrap();
+    std::fs::write(root.join("d/f"), "x").unwrap();
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(out.totals.failed, 3, "{out:?}");
+    assert_eq!(out.totals.changed, 0);
+    assert!(
+        out.errors.iter().all(|e| e.error.contains("ENOTSUP")),
+        "{:?}",
+        out.errors
+    );
+    assert!(
+        out.errors.iter().any(|e| e.path == root.join("d/f")),
+        "{:?}",
+        out.errors
+    );
+}
+
+#[test]
+fn swapping_a_directory_for_a_symlink_during_the_walk_never_escapes() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("volume");
+    let outside = base.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for i in 0..50 {
+        std::fs::write(outside.join(format!("o{i}")), "x").unwrap();
+    }
+    for d in 0..20 {
+        let dir = root.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..50 {
+            std::fs::write(dir.join(format!("f{f}")), "x").unwrap();
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    std::thread::scope(|s| {
+        // The attacker: swap d0 between a real directory and a symlink to
+        // `outside`, as fast as it can, while the walks run.
+        s.spawn(|| {
+            let (real, parked) = (root.join("d0"), root.join("d0-parked"));
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let _ = std::fs::rename(&real, &parked);
+                let _ = std::os::unix::fs::symlink(&outside, &real);
+                let _ = std::fs::remove_file(&real);
+                let _ = std::fs::rename(&parked, &real);
+            }
+        });
+        let r = relabeler();
+        let resolved = r.resolve(&root).unwrap();
+        let mut runs = 0;
+        while Instant::now() < deadline {
+            let label = if runs % 2 == 0 { PRIVATE } else { SHARED };
+            // Entries may vanish or change type mid-walk; that is reported,
+            // never followed.
+            r.run(
+                &resolved,
+                &Fixed(label.to_vec()),
+                false,
+                &Counters::default(),
+            )
+            .unwrap();
+            runs += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(runs > 0);
+    });
+    for i in 0..50 {
+        let l = label(&outside.join(format!("o{i}")));
+        assert!(
+            l.as_deref() != Some(PRIVATE) && l.as_deref() != Some(SHARED),
+            "escaped to o{i}"
+        );
+    }
+    let l = label(&outside);
+    assert!(
+        l.as_deref() != Some(PRIVATE) && l.as_deref() != Some(SHARED),
+        "escaped to outside"
+    );
+}
+
+#[test]
+fn restore_modes_parse_and_policy_needs_selinux() {
+    assert_eq!(
+        "original".parse::<RestoreMode>().unwrap(),
+        RestoreMode::Original
+    );
+    assert_eq!("none".parse::<RestoreMode>().unwrap(), RestoreMode::None);
+    assert_eq!(
+        "policy".parse::<RestoreMode>().unwrap(),
+        RestoreMode::Policy
+    );
+    assert!("restorecon"
+        .parse::<RestoreMode>()
+        .unwrap_err()
+        .contains("original"));
+    assert_eq!(RestoreMode::default(), RestoreMode::Original);
+    if selinux::kernel_support() == selinux::KernelSupport::Unsupported {
+        let err = FromPolicy::new()
+            .err()
+            .expect("no policy without SELinux")
+            .to_string();
+        assert!(err.contains("SELinux is disabled"), "{err}");
+    }
+}
+
+/// Bind mounts of the same file system have the root's device number:
+/// only the mount id (directories) and the mount table (files) tell.
+#[test]
+fn bind_mounts_from_the_same_file_system_are_not_entered() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("volume");
+    let outside = base.path().join("outside");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "s").unwrap();
+    std::fs::write(outside.join("shadow"), "x").unwrap();
+    std::fs::write(root.join("shadow"), "").unwrap();
+    let bind = |from: &Path, to: &Path| {
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount --bind {} {}", from.display(), to.display());
+        Mount(to.to_owned())
+    };
+    let _dir = bind(&outside, &root.join("etc"));
+    let _file = bind(&outside.join("shadow"), &root.join("shadow"));
+    let before = (
+        label(&outside),
+        label(&outside.join("secret")),
+        label(&outside.join("shadow")),
+    );
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(out.totals.mounts_skipped, 2, "{out:?}");
+    assert_eq!(
+        (
+            label(&outside),
+            label(&outside.join("secret")),
+            label(&outside.join("shadow"))
+        ),
+        before,
+        "a bind mount was relabeled"
+    );
+    assert_eq!(label(&root).as_deref(), Some(PRIVATE));
+}
+
+/// The create-only fast path for unlabeled entries never rewrites an entry
+/// that already has a label: mixed trees keep their ctimes where the label
+/// was right, and get the label where it was wrong.
+#[test]
+fn unlabeled_labeled_and_mislabeled_entries_mixed() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("mixed");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut right = Vec::new();
+    for i in 0..300 {
+        let f = root.join(format!("f{i:03}"));
+        std::fs::write(&f, "x").unwrap();
+        let c = CString::new(f.as_os_str().as_bytes()).unwrap();
+        match i % 3 {
+            0 => {}
+            1 => {
+                xattr::set_at(c.as_bytes(), PRIVATE).unwrap();
+                right.push(f);
+            }
+            _ => xattr::set_at(c.as_bytes(), SHARED).unwrap(),
+        }
+    }
+    let ctimes: Vec<(i64, i64)> = right
+        .iter()
+        .map(|f| {
+            let m = std::fs::symlink_metadata(f).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let out = run(&root, PRIVATE, false);
+    // 100 unlabeled + 100 mislabeled files and the directory changed.
+    assert_eq!(
+        (out.totals.changed, out.totals.unchanged, out.totals.failed),
+        (201, 100, 0)
+    );
+    for i in 0..300 {
+        assert_eq!(
+            label(&root.join(format!("f{i:03}"))).as_deref(),
+            Some(PRIVATE)
+        );
+    }
+    let after: Vec<(i64, i64)> = right
+        .iter()
+        .map(|f| {
+            let m = std::fs::symlink_metadata(f).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        })
+        .collect();
+    assert_eq!(ctimes, after, "an entry that had the label was rewritten");
+}

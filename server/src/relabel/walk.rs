@@ -1,0 +1,473 @@
+//! The tree walk: parallel over directories, relative to directory
+//! descriptors, never following a symlink, writing only labels that differ.
+//!
+//! Each directory is a job. Workers keep their own LIFO deque (depth-first,
+//! so few directories are pending at once) and steal from the others when
+//! idle. A job holds its parent's descriptor and its own name, and is opened
+//! with `O_NOFOLLOW | O_DIRECTORY` only when a worker takes it: memory and
+//! open descriptors grow with the tree's depth and the pending directories,
+//! never with the number of files.
+
+use std::borrow::Cow;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use super::mounts::{self, MountPoints};
+use super::xattr::{self, Compared};
+
+/// What kind of entry a label is for (policy lookups depend on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link (the link itself).
+    Symlink,
+    /// A fifo, socket or device node.
+    Other,
+}
+
+/// Decides the label each entry should have.
+pub trait LabelFor: Sync {
+    /// The one label every entry gets, if it does not depend on the entry:
+    /// lets the walk skip building paths.
+    fn fixed(&self) -> Option<&[u8]>;
+    /// The label for the entry at `path`; `None` leaves it as it is.
+    fn label_for(&self, path: &Path, kind: Kind) -> Result<Option<Cow<'_, [u8]>>, String>;
+}
+
+/// Running totals, readable while the walk goes on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Entries examined.
+    pub seen: AtomicU64,
+    /// Entries whose label was written.
+    pub changed: AtomicU64,
+    /// Entries that already had the label (nothing written).
+    pub unchanged: AtomicU64,
+    /// Entries that could not be labeled.
+    pub failed: AtomicU64,
+    /// Mount points not entered.
+    pub mounts_skipped: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Entries examined.
+    pub seen: u64,
+    /// Labels written.
+    pub changed: u64,
+    /// Labels already right.
+    pub unchanged: u64,
+    /// Entries that could not be labeled.
+    pub failed: u64,
+    /// Mount points not entered.
+    pub mounts_skipped: u64,
+}
+
+impl Counters {
+    /// Adds a worker's local tally (workers count locally and publish once
+    /// per directory: shared counters bumped per entry would bounce their
+    /// cache line between cores on every file).
+    fn publish(&self, t: &mut Totals) {
+        let add = |c: &AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&self.seen, t.seen);
+        add(&self.changed, t.changed);
+        add(&self.unchanged, t.unchanged);
+        add(&self.failed, t.failed);
+        add(&self.mounts_skipped, t.mounts_skipped);
+        *t = Totals::default();
+    }
+
+    /// The totals now.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            seen: self.seen.load(Ordering::Relaxed),
+            changed: self.changed.load(Ordering::Relaxed),
+            unchanged: self.unchanged.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            mounts_skipped: self.mounts_skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One entry that could not be labeled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    /// Where.
+    pub path: PathBuf,
+    /// Why.
+    pub error: String,
+}
+
+/// How many entry errors are kept with their paths; the rest are counted.
+pub const KEPT_ERRORS: usize = 8;
+
+/// Walk settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Enter file systems mounted below the root.
+    pub cross_mounts: bool,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+enum Source {
+    Root(OwnedFd),
+    Child { parent: Arc<OwnedFd>, name: CString },
+}
+
+struct Job {
+    source: Source,
+    path: PathBuf,
+}
+
+struct Shared<'a> {
+    labels: &'a dyn LabelFor,
+    counters: &'a Counters,
+    errors: &'a Mutex<Vec<EntryError>>,
+    root_dev: u64,
+    /// The root's mount id, where the kernel reports one.
+    root_mount: Option<u64>,
+    /// Mount points below the root (for entries that are not directories).
+    mounts: MountPoints,
+    cross_mounts: bool,
+    injector: Injector<Job>,
+    stealers: Vec<Stealer<Job>>,
+    /// Jobs queued or running; the walk ends when it drops to zero.
+    pending: AtomicUsize,
+}
+
+/// Labels the tree under the open directory `root` (at `root_path`, used in
+/// messages and policy lookups), root included. Per-entry failures are
+/// counted in `counters` and the first [`KEPT_ERRORS`] kept in `errors`.
+pub fn walk(
+    root: OwnedFd,
+    root_path: &Path,
+    labels: &dyn LabelFor,
+    options: Options,
+    counters: &Counters,
+    errors: &Mutex<Vec<EntryError>>,
+) -> std::io::Result<()> {
+    let root_dev = rustix::fs::fstat(&root)?.st_dev;
+    let root_mount = mounts::mount_id(&root);
+    let mounts = if options.cross_mounts {
+        MountPoints::default()
+    } else {
+        MountPoints::read(root_path)
+    };
+    let threads = options.threads.max(1);
+    let workers: Vec<Worker<Job>> = (0..threads).map(|_| Worker::new_lifo()).collect();
+    let shared = Shared {
+        labels,
+        counters,
+        errors,
+        root_dev,
+        root_mount,
+        mounts,
+        cross_mounts: options.cross_mounts,
+        injector: Injector::new(),
+        stealers: workers.iter().map(Worker::stealer).collect(),
+        pending: AtomicUsize::new(1),
+    };
+    shared.injector.push(Job {
+        source: Source::Root(root),
+        path: root_path.to_owned(),
+    });
+    std::thread::scope(|scope| {
+        for (index, local) in workers.into_iter().enumerate() {
+            let shared = &shared;
+            std::thread::Builder::new()
+                .name(format!("mcsd-relabel-{index}"))
+                .spawn_scoped(scope, move || {
+                    let own_cwd = xattr::own_cwd().is_ok();
+                    shared.run(index, &local, own_cwd)
+                })
+                .expect("spawn a relabel worker");
+        }
+    });
+    Ok(())
+}
+
+impl Shared<'_> {
+    fn run(&self, index: usize, local: &Worker<Job>, own_cwd: bool) {
+        let mut idle = 0u32;
+        loop {
+            match self.find(index, local) {
+                Some(job) => {
+                    idle = 0;
+                    self.directory(job, local, own_cwd);
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                None if self.pending.load(Ordering::Acquire) == 0 => return,
+                None => {
+                    // Others are still reading directories that may hold
+                    // more work: back off instead of burning a core.
+                    idle += 1;
+                    if idle < 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            }
+        }
+    }
+
+    fn find(&self, index: usize, local: &Worker<Job>) -> Option<Job> {
+        local.pop().or_else(|| loop {
+            let mut retry = false;
+            match self.injector.steal_batch_and_pop(local) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            for (i, stealer) in self.stealers.iter().enumerate() {
+                if i == index {
+                    continue;
+                }
+                match stealer.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        })
+    }
+
+    fn fail(&self, tally: &mut Totals, path: impl FnOnce() -> PathBuf, error: String) {
+        tally.failed += 1;
+        let mut kept = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_ERRORS {
+            kept.push(EntryError {
+                path: path(),
+                error,
+            });
+        }
+    }
+
+    /// Opens, labels and reads one directory; queues its subdirectories.
+    fn directory(&self, job: Job, local: &Worker<Job>, own_cwd: bool) {
+        let mut tally = Totals::default();
+        self.read_directory(job, local, own_cwd, &mut tally);
+        self.counters.publish(&mut tally);
+    }
+
+    fn read_directory(&self, job: Job, local: &Worker<Job>, own_cwd: bool, tally: &mut Totals) {
+        let fd = match job.source {
+            Source::Root(fd) => fd,
+            Source::Child { parent, name } => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                match rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        tally.seen += 1;
+                        return self.fail(tally, || job.path.clone(), describe(e.into(), true));
+                    }
+                }
+            }
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st)
+                if !self.cross_mounts
+                    && (st.st_dev != self.root_dev
+                        || (self.root_mount.is_some()
+                            && mounts::mount_id(&fd) != self.root_mount)) =>
+            {
+                tally.mounts_skipped += 1;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tally.seen += 1;
+                return self.fail(tally, || job.path.clone(), describe(e.into(), false));
+            }
+        }
+        tally.seen += 1;
+        match self.want(&job.path, Kind::Dir) {
+            Ok(Some(want)) => self.apply(
+                tally,
+                xattr::get_fd(&fd).map(|l| l.as_deref() == Some(&want[..])),
+                &want,
+                |label| xattr::set_fd(&fd, label),
+                || job.path.clone(),
+            ),
+            Ok(None) => {}
+            Err(e) => self.fail(tally, || job.path.clone(), e),
+        }
+
+        // Entries are named relative to this directory: through the thread's
+        // own working directory if it has one, else through /proc.
+        let relative = own_cwd && rustix::process::fchdir(&fd).is_ok();
+        let fd = Arc::new(fd);
+        let mut dir = match rustix::fs::Dir::read_from(&*fd) {
+            Ok(dir) => dir,
+            Err(e) => return self.fail(tally, || job.path.clone(), describe(e.into(), false)),
+        };
+        let mount_points = self.mounts.in_dir(&job.path);
+        while let Some(entry) = dir.read() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return self.fail(tally, || job.path.clone(), describe(e.into(), false)),
+            };
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            // A mount point (a bind-mounted file, say): its label belongs to
+            // another tree.
+            if mount_points.is_some_and(|m| m.contains(OsStr::from_bytes(name.to_bytes()))) {
+                tally.mounts_skipped += 1;
+                continue;
+            }
+            let mut file_type = entry.file_type();
+            if file_type == FileType::Unknown {
+                // Some file systems do not fill d_type.
+                match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => file_type = FileType::from_raw_mode(st.st_mode),
+                    Err(e) => {
+                        tally.seen += 1;
+                        self.fail(tally, || child(&job.path, name), describe(e.into(), true));
+                        continue;
+                    }
+                }
+            }
+            let kind = match file_type {
+                FileType::Directory => {
+                    self.pending.fetch_add(1, Ordering::AcqRel);
+                    local.push(Job {
+                        source: Source::Child {
+                            parent: fd.clone(),
+                            name: name.to_owned(),
+                        },
+                        path: child(&job.path, name),
+                    });
+                    continue;
+                }
+                FileType::RegularFile => Kind::File,
+                FileType::Symlink => Kind::Symlink,
+                _ => Kind::Other,
+            };
+            tally.seen += 1;
+            let want = match self.labels.fixed() {
+                Some(label) => Ok(Some(Cow::Borrowed(label))),
+                None => self.labels.label_for(&child(&job.path, name), kind),
+            };
+            match want {
+                Ok(Some(want)) => {
+                    let proc_path;
+                    let at: &CStr = if relative {
+                        name
+                    } else {
+                        proc_path = CString::new(xattr::entry_path(fd.as_fd(), name))
+                            .expect("no NUL in a /proc path");
+                        &proc_path
+                    };
+                    self.entry(tally, at, &want, || child(&job.path, name))
+                }
+                Ok(None) => {}
+                Err(e) => self.fail(tally, || child(&job.path, name), e),
+            }
+        }
+    }
+
+    /// Labels one entry that is not a directory. Reads first, writes only
+    /// if the label differs. Where SELinux is disabled, unlabeled trees are
+    /// common (fresh volumes): after meeting an entry without a label, a
+    /// worker tries a create-only write first, one syscall instead of two,
+    /// which fails without touching a labeled entry (and switches back to
+    /// reading first). Under SELinux every entry has a label, so this path
+    /// never starts there.
+    fn entry(&self, tally: &mut Totals, at: &CStr, want: &[u8], path: impl FnOnce() -> PathBuf) {
+        thread_local! {
+            static UNLABELED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        if UNLABELED.get() {
+            match xattr::create_name(at, want) {
+                Ok(true) => {
+                    tally.changed += 1;
+                    return;
+                }
+                Ok(false) => UNLABELED.set(false),
+                Err(e) => return self.fail(tally, path, describe(e, true)),
+            }
+        }
+        match xattr::compare_at(at, want) {
+            Ok(Compared::Same) => tally.unchanged += 1,
+            Ok(compared) => match xattr::set_name(at, want) {
+                Ok(()) => {
+                    tally.changed += 1;
+                    UNLABELED.set(compared == Compared::Missing);
+                }
+                Err(e) => self.fail(tally, path, describe(e, true)),
+            },
+            Err(e) => self.fail(tally, path, describe(e, true)),
+        }
+    }
+
+    fn want(&self, path: &Path, kind: Kind) -> Result<Option<Cow<'_, [u8]>>, String> {
+        match self.labels.fixed() {
+            Some(label) => Ok(Some(Cow::Borrowed(label))),
+            None => self.labels.label_for(path, kind),
+        }
+    }
+
+    /// Writes `want` unless `current` already is it.
+    fn apply(
+        &self,
+        tally: &mut Totals,
+        current: std::io::Result<bool>,
+        want: &[u8],
+        set: impl FnOnce(&[u8]) -> std::io::Result<()>,
+        path: impl FnOnce() -> PathBuf,
+    ) {
+        match current {
+            Ok(true) => {
+                tally.unchanged += 1;
+            }
+            Ok(false) => match set(want) {
+                Ok(()) => {
+                    tally.changed += 1;
+                }
+                Err(e) => self.fail(tally, path, describe(e, true)),
+            },
+            Err(e) => self.fail(tally, path, describe(e, true)),
+        }
+    }
+}
+
+fn child(parent: &Path, name: &CStr) -> PathBuf {
+    parent.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+/// A per-entry error in words an operator can act on.
+fn describe(e: std::io::Error, entry: bool) -> String {
+    use rustix::io::Errno;
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    match errno {
+        Some(Errno::NOTSUP) => "the file system does not support security labels (ENOTSUP)".into(),
+        Some(Errno::NOENT) if entry => "vanished during the relabel (ENOENT)".into(),
+        Some(Errno::LOOP) | Some(Errno::NOTDIR) if entry => {
+            "was replaced by a symlink or a file during the relabel; not followed".into()
+        }
+        Some(Errno::PERM) | Some(Errno::ACCESS) => format!("permission denied ({e})"),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,112 @@
+//! The two systemd protocols mcsd speaks, without linking libsystemd:
+//!
+//! - **readiness** (`sd_notify`): with `Type=notify`, systemd waits for
+//!   `READY=1`, which mcsd sends only once its store is open and its socket
+//!   listens; `STATUS=` lines show up in `systemctl status`; `STOPPING=1`
+//!   announces a shutdown. Without `NOTIFY_SOCKET` these are no-ops.
+//! - **socket activation**: when `mcsd.socket` started it, systemd passes
+//!   the listening socket as fd 3 (`LISTEN_FDS`, `LISTEN_PID`); mcsd serves
+//!   on it instead of binding its own.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// Sends one notification (`READY=1`, `STATUS=...`, `STOPPING=1`) to the
+/// service manager, if there is one. Failures are logged, never fatal.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            socket.send_to(state.as_bytes(), &path)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "cannot notify the service manager");
+    }
+}
+
+/// Takes the listening socket systemd passed, if this process was socket
+/// activated (LISTEN_PID names this process). Only the first call can take
+/// it; mcsd starts no other programs that could inherit the variables.
+pub fn listen_fd() -> Result<Option<OwnedFd>, String> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        // Meant for another process (inherited environment).
+        return Ok(None);
+    }
+    // Taken at most once per process, even if a daemon starts twice (tests).
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(None);
+    }
+    match fds.parse::<i32>() {
+        Ok(1) => {}
+        Ok(n) => {
+            return Err(format!(
+                "systemd passed {n} sockets; mcsd serves exactly one (ListenStream= once in mcsd.socket)"
+            ))
+        }
+        Err(_) => return Err(format!("LISTEN_FDS={fds:?} is not a number")),
+    }
+    // The descriptor must really be an open Unix stream socket.
+    // SAFETY: fd 3 is only borrowed for this check; ownership is taken below.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(LISTEN_FDS_START) };
+    match rustix::net::sockopt::socket_type(borrowed) {
+        Ok(rustix::net::SocketType::STREAM) => {}
+        Ok(other) => {
+            return Err(format!(
+                "the passed socket is of type {other:?}, not a stream socket"
+            ))
+        }
+        Err(e) => return Err(format!("fd 3 from systemd is not a socket: {e}")),
+    }
+    // SAFETY: systemd opened fd 3 for this process (LISTEN_PID matched) and
+    // nothing else in mcsd owns it; TAKEN makes this the only owner.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_reach_a_listening_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        // A child process, so the test's own environment stays untouched.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "systemd::tests::child_notifies", "--nocapture"])
+            .env("NOTIFY_SOCKET", &path)
+            .env("MCSD_TEST_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn child_notifies() {
+        if std::env::var_os("MCSD_TEST_CHILD").is_some() {
+            notify("READY=1");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Labels already in use: pairs of running processes are held at start and
+//! never handed out; holds for processes that are gone are released at the
+//! next start. Runs over a made-up /proc tree (this kernel has no SELinux);
+//! the SELinux VM suite runs the real scan.
+
+mod common;
+
+use std::path::Path;
+
+use common::{code, TestDaemon, CONFIG};
+use mcs_client::{proto, Allocate};
+use tonic::Code;
+
+fn process(proc_root: &Path, pid: u32, context: &str) {
+    let dir = proc_root.join(pid.to_string()).join("attr");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("current"), format!("{context}\0")).unwrap();
+}
+
+fn config_with_proc(dir: &Path, proc_root: &Path) {
+    let config = CONFIG.replace(
+        "[in_use]\nscan = false\n",
+        &format!(
+            "[in_use]\nscan = true\nproc_root = {:?}\n",
+            proc_root.display().to_string()
+        ),
+    );
+    assert_ne!(config, CONFIG, "the harness config changed shape");
+    std::fs::write(dir.join("mcsd.toml"), config).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_of_running_processes_are_never_handed_out() {
+    let temp = tempfile::tempdir().unwrap();
+    let proc_root = temp.path().join("proc");
+    process(&proc_root, 1, "system_u:system_r:init_t:s0");
+    process(&proc_root, 4242, "system_u:system_r:container_t:s0:c5,c6");
+    process(&proc_root, 4243, "system_u:system_r:container_t:s0:c5,c6");
+    process(&proc_root, 777, "system_u:system_r:container_t:s0:c2,c9");
+    process(&proc_root, 778, "system_u:system_r:container_t:s0:c1,c900"); // outside c0.c9
+    config_with_proc(temp.path(), &proc_root);
+
+    let mut d = TestDaemon::in_dir(temp.path(), &["--categories", "c0.c9"]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+
+    let held = c.get("pid:4242").await.unwrap();
+    assert_eq!(
+        (held.level.as_str(), held.owner.as_str()),
+        ("s0:c5,c6", "running")
+    );
+    assert_eq!(c.get("pid:777").await.unwrap().level, "s0:c2,c9");
+    assert_eq!(
+        code(c.get("pid:4243").await),
+        Code::NotFound,
+        "one hold per level"
+    );
+
+    let err = c
+        .allocate(Allocate::new("x").level("s0:c5,c6"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::AlreadyExists));
+    assert!(err.to_string().contains("pid:4242"), "{err}");
+
+    // Everything else is handed out; the two pairs in use never are.
+    let mut levels = Vec::new();
+    for i in 0..43 {
+        levels.push(
+            c.allocate(Allocate::new(format!("c{i}")))
+                .await
+                .unwrap()
+                .level,
+        );
+    }
+    assert!(!levels.iter().any(|l| l == "s0:c5,c6" || l == "s0:c2,c9"));
+    assert_eq!(
+        code(c.allocate(Allocate::new("one-too-many")).await),
+        Code::ResourceExhausted
+    );
+
+    // Process 777 exits; 4242 keeps running. The next start lets go of
+    // c2,c9 only.
+    for i in 0..43 {
+        c.release(format!("c{i}")).await.unwrap();
+    }
+    drop(c);
+    std::fs::remove_dir_all(proc_root.join("777")).unwrap();
+    d.terminate();
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    assert_eq!(code(c.get("pid:777").await), Code::NotFound);
+    assert_eq!(c.get("pid:4242").await.unwrap().level, "s0:c5,c6");
+    c.allocate(Allocate::new("y").level("s0:c2,c9"))
+        .await
+        .unwrap();
+    assert!(d.log().contains("scanned running processes"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_already_allocated_to_the_running_container_stays_with_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let proc_root = temp.path().join("proc");
+    std::fs::create_dir_all(&proc_root).unwrap();
+    config_with_proc(temp.path(), &proc_root);
+    let mut d = TestDaemon::in_dir(temp.path(), &["--categories", "c0.c9"]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let level = c
+        .allocate(Allocate::new("web").owner("podman"))
+        .await
+        .unwrap()
+        .level;
+    drop(c);
+    d.terminate();
+
+    // The container now runs with the pair mcsd gave it.
+    let context = format!("system_u:system_r:container_t:{level}");
+    process(&proc_root, 900, &context);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    assert_eq!(c.get("web").await.unwrap().owner, "podman");
+    assert_eq!(code(c.get("pid:900").await), Code::NotFound);
+    let stats = c.stats().await.unwrap();
+    assert_eq!((stats.held, stats.containers), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_releases_what_the_runtime_no_longer_has() {
+    let d = TestDaemon::start("c0.c9");
+    let mut c = d.client().await;
+    for id in ["a", "b", "c"] {
+        c.allocate(Allocate::new(id).owner("podman")).await.unwrap();
+    }
+    c.allocate(Allocate::new("d").owner("crio")).await.unwrap();
+    // Reconcile keeps allocations made in the millisecond it starts (they
+    // may be new containers); let that millisecond pass.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+
+    // A dry run reports and changes nothing.
+    let dry = c
+        .reconcile("podman", vec!["a".into(), "zz".into()], true)
+        .await
+        .unwrap();
+    let ids = |r: &proto::ReconcileResponse| -> Vec<String> {
+        r.released.iter().map(|a| a.container_id.clone()).collect()
+    };
+    assert_eq!(
+        (ids(&dry), dry.kept, dry.unknown),
+        (vec!["b".into(), "c".into()], 1, 1)
+    );
+    assert_eq!(c.stats().await.unwrap().containers, 4);
+
+    let done = c
+        .reconcile("podman", vec!["a".into(), "zz".into()], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(&done), done.kept, done.unknown),
+        (vec!["b".into(), "c".into()], 1, 1)
+    );
+    assert_eq!(code(c.get("b").await), Code::NotFound);
+    c.get("a").await.unwrap();
+    assert_eq!(
+        c.get("d").await.unwrap().owner,
+        "crio",
+        "other owners untouched"
+    );
+
+    // Many ids stream in chunks; a bad one is refused and nothing released.
+    let mut keep: Vec<String> = (0..5000).map(|i| format!("keep-{i}")).collect();
+    keep.push("a".into());
+    let r = c.reconcile("podman", keep.clone(), false).await.unwrap();
+    assert_eq!((r.released.len(), r.kept, r.unknown), (0, 1, 5000));
+    keep.push("bad id".into());
+    let err = c.reconcile("crio", keep, false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    c.get("d").await.unwrap();
+    let err = c.reconcile("", vec![], false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert!(err.to_string().contains("owner"), "{err}");
+}

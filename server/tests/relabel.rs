@@ -1,0 +1,464 @@
+//! Relabel over the real socket: labels land (read back from the xattrs),
+//! roots are recorded durably and restored on release, refused roots and
+//! unlabelable entries are errors, progress streams, and a relabel killed
+//! midway completes when run again. Needs root (security.* xattrs, mounts).
+
+mod common;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TestDaemon, CONFIG};
+use mcs_client::{proto, Allocate, Client};
+use mcsd::relabel::xattr;
+use tonic::Code;
+
+const SHARED: &str = "system_u:object_r:container_file_t:s0";
+
+fn require_root() {
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "relabel tests write security.selinux xattrs and mount file systems: run them as root"
+    );
+}
+
+fn label(path: &Path) -> Option<String> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    xattr::get_at(c.as_bytes())
+        .unwrap()
+        .map(|l| String::from_utf8(l).unwrap())
+}
+
+fn set_label(path: &Path, l: &str) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    xattr::set_at(c.as_bytes(), l.as_bytes()).unwrap();
+}
+
+/// A tree of `dirs` x `files` files, every entry labeled `initial`.
+fn tree(root: &Path, dirs: usize, files: usize, initial: &str) -> Vec<PathBuf> {
+    let mut all = vec![root.to_owned()];
+    std::fs::create_dir_all(root).unwrap();
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        all.push(dir.clone());
+        for f in 0..files {
+            let file = dir.join(format!("f{f}"));
+            std::fs::write(&file, "x").unwrap();
+            all.push(file);
+        }
+    }
+    for p in &all {
+        set_label(p, initial);
+    }
+    all
+}
+
+struct Mount(PathBuf);
+impl Mount {
+    fn new(fstype: &str, at: &Path) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        assert!(Command::new("mount")
+            .args(["-t", fstype, fstype])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success());
+        Mount(at.to_owned())
+    }
+}
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Runs a relabel to its end: every message, and the final status.
+async fn relabel(
+    c: &mut Client,
+    id: &str,
+    path: &Path,
+    shared: bool,
+) -> (Vec<proto::RelabelProgress>, Result<(), tonic::Status>) {
+    let request = proto::RelabelRequest {
+        container_id: id.into(),
+        path: path.display().to_string(),
+        shared,
+        cross_mounts: false,
+    };
+    let mut stream = match c.relabel(request).await {
+        Ok(s) => s,
+        Err(mcs_client::ClientError::Status(s)) => return (vec![], Err(s)),
+        Err(e) => panic!("{e}"),
+    };
+    let mut messages = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => messages.push(m),
+            Ok(None) => return (messages, Ok(())),
+            Err(status) => return (messages, Err(status)),
+        }
+    }
+}
+
+fn daemon_with(temp: &Path, extra: &str, categories: &str) -> TestDaemon {
+    std::fs::write(temp.join("mcsd.toml"), format!("{CONFIG}{extra}")).unwrap();
+    let mut d = TestDaemon::in_dir(temp, &["--categories", categories]);
+    d.launch().unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_and_shared_labels_land_are_recorded_and_restored_on_release() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let mut d = daemon_with(temp.path(), "", "c0.c9");
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("a")).await.unwrap();
+    let vol_a = tree(
+        &temp.path().join("vol-a"),
+        5,
+        20,
+        "system_u:object_r:var_t:s0",
+    );
+    let shared = tree(
+        &temp.path().join("shared"),
+        2,
+        10,
+        "system_u:object_r:usr_t:s0",
+    );
+
+    let (messages, status) = relabel(&mut c, "a", &vol_a[0], false).await;
+    status.unwrap();
+    let first = messages.first().unwrap();
+    assert!(!first.done, "progress comes before the summary");
+    assert_eq!(first.root, vol_a[0].display().to_string());
+    let done = messages.last().unwrap();
+    assert!(done.done);
+    assert_eq!((done.seen, done.changed, done.failed), (106, 106, 0));
+    assert_eq!(done.label, a.file_label);
+    assert!(vol_a
+        .iter()
+        .all(|p| label(p).as_deref() == Some(a.file_label.as_str())));
+
+    let (messages, status) = relabel(&mut c, "a", &shared[0], true).await;
+    status.unwrap();
+    assert_eq!(messages.last().unwrap().label, SHARED);
+    assert!(shared.iter().all(|p| label(p).as_deref() == Some(SHARED)));
+
+    // Already labeled: nothing written.
+    let (messages, _) = relabel(&mut c, "a", &vol_a[0], false).await;
+    assert_eq!(
+        (
+            messages.last().unwrap().changed,
+            messages.last().unwrap().unchanged
+        ),
+        (0, 106)
+    );
+
+    // Recorded with the allocation, durably.
+    drop(c);
+    d.crash_and_restart();
+    let mut c = d.client().await;
+    let got = c.get("a").await.unwrap();
+    let roots: Vec<(String, bool, String)> = got
+        .roots
+        .iter()
+        .map(|r| (r.path.clone(), r.shared, r.original_label.clone()))
+        .collect();
+    assert_eq!(
+        roots,
+        [
+            (
+                vol_a[0].display().to_string(),
+                false,
+                "system_u:object_r:var_t:s0".into()
+            ),
+            (
+                shared[0].display().to_string(),
+                true,
+                "system_u:object_r:usr_t:s0".into()
+            ),
+        ]
+    );
+
+    // Release restores each root to its original label (the default mode).
+    let r = c.release("a").await.unwrap();
+    assert!(r.released);
+    assert_eq!(r.restored.len(), 2);
+    assert!(r
+        .restored
+        .iter()
+        .all(|x| x.mode == "original" && x.failed == 0));
+    assert!(vol_a
+        .iter()
+        .all(|p| label(p).as_deref() == Some("system_u:object_r:var_t:s0")));
+    assert!(shared
+        .iter()
+        .all(|p| label(p).as_deref() == Some("system_u:object_r:usr_t:s0")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_none_leaves_labels_and_policy_needs_selinux() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let d = daemon_with(temp.path(), "[relabel]\nrestore = \"none\"\n", "c0.c9");
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("a")).await.unwrap();
+    let vol = tree(&temp.path().join("vol"), 1, 3, "system_u:object_r:var_t:s0");
+    relabel(&mut c, "a", &vol[0], false).await.1.unwrap();
+    let r = c.release("a").await.unwrap();
+    assert_eq!(r.restored[0].mode, "none");
+    assert!(vol
+        .iter()
+        .all(|p| label(p).as_deref() == Some(a.file_label.as_str())));
+
+    if selinux::kernel_support() == selinux::KernelSupport::Unsupported {
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(
+            other.path().join("mcsd.toml"),
+            format!("{CONFIG}[relabel]\nrestore = \"policy\"\n"),
+        )
+        .unwrap();
+        let mut d = TestDaemon::in_dir(other.path(), &["--categories", "c0.c9"]);
+        let err = d.launch().unwrap_err();
+        assert!(err.contains("SELinux is disabled"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_roots_and_missing_allocations() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let allowed = temp.path().join("volumes");
+    std::fs::create_dir_all(allowed.join("ok")).unwrap();
+    std::fs::create_dir_all(temp.path().join("elsewhere")).unwrap();
+    std::fs::write(allowed.join("file"), "x").unwrap();
+    std::os::unix::fs::symlink("/usr/share", allowed.join("sneaky")).unwrap();
+    let d = daemon_with(
+        temp.path(),
+        &format!(
+            "[relabel]\nallowlist = [{:?}]\n",
+            allowed.display().to_string()
+        ),
+        "c0.c9",
+    );
+    let mut c = d.client().await;
+    let (_, status) = relabel(&mut c, "nobody", &allowed.join("ok"), false).await;
+    let status = status.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("holds no allocation"),
+        "{status:?}"
+    );
+
+    c.allocate(Allocate::new("a")).await.unwrap();
+    let etc_label = label(Path::new("/etc"));
+    let cases: Vec<(PathBuf, Code, &str)> = vec![
+        ("/etc".into(), Code::PermissionDenied, "protected tree"),
+        ("/usr/share".into(), Code::PermissionDenied, "inside /usr"),
+        ("/".into(), Code::PermissionDenied, "is refused"),
+        (
+            allowed.join("ok/../../../../etc"),
+            Code::PermissionDenied,
+            "/etc is refused",
+        ),
+        (
+            allowed.join("sneaky"),
+            Code::PermissionDenied,
+            "/usr/share is refused",
+        ),
+        (
+            temp.path().join("elsewhere"),
+            Code::PermissionDenied,
+            "outside the allowed relabel roots",
+        ),
+        (
+            allowed.join("file"),
+            Code::InvalidArgument,
+            "not a directory",
+        ),
+        (
+            allowed.join("missing"),
+            Code::InvalidArgument,
+            "cannot be resolved",
+        ),
+        (
+            "relative/dir".into(),
+            Code::InvalidArgument,
+            "not an absolute path",
+        ),
+    ];
+    for (path, code, hint) in cases {
+        let (_, status) = relabel(&mut c, "a", &path, false).await;
+        let status = status.unwrap_err();
+        assert_eq!(status.code(), code, "{}: {status:?}", path.display());
+        assert!(
+            status.message().contains(hint),
+            "{}: {}",
+            path.display(),
+            status.message()
+        );
+    }
+    assert_eq!(label(Path::new("/etc")), etc_label);
+    assert!(
+        c.get("a").await.unwrap().roots.is_empty(),
+        "refused roots are not recorded"
+    );
+    relabel(&mut c, "a", &allowed.join("ok"), false)
+        .await
+        .1
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_cannot_be_labeled_fail_the_call_and_keep_the_pair_on_release() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let d = daemon_with(temp.path(), "", "c0.c9");
+    let mut c = d.client().await;
+    c.allocate(Allocate::new("a")).await.unwrap();
+    let root = temp.path().join("ramfs");
+    let mount = Mount::new("ramfs", &root);
+    std::fs::write(root.join("f"), "x").unwrap();
+    let (messages, status) = relabel(&mut c, "a", &root, false).await;
+    let status = status.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("2 of 2 entries could not be labeled"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("ENOTSUP"), "{}", status.message());
+    let summary = messages.last().unwrap();
+    assert!(summary.done && summary.failed == 2 && !summary.errors.is_empty());
+
+    // The root is recorded even so; it had no label to go back to (ramfs
+    // has none), so release leaves it as is and says why.
+    assert_eq!(c.get("a").await.unwrap().roots.len(), 1);
+    drop(mount);
+    let r = c.release("a").await.unwrap();
+    assert!(r.released);
+    assert!(
+        r.restored[0].error.contains("had no label"),
+        "{:?}",
+        r.restored
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_that_cannot_be_restored_keeps_its_pair_held() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let d = daemon_with(temp.path(), "", "c0.c9");
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("a")).await.unwrap();
+    let vol = tree(&temp.path().join("vol"), 1, 2, "system_u:object_r:var_t:s0");
+    relabel(&mut c, "a", &vol[0], false).await.1.unwrap();
+    // The root can no longer take labels: a ramfs is mounted over it.
+    let _root = Mount::new("ramfs", &vol[0]);
+    let err = c.release("a").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    assert!(err.to_string().contains("was not released"), "{err}");
+    assert!(err.to_string().contains(&a.level), "{err}");
+    assert_eq!(
+        c.get("a").await.unwrap().level,
+        a.level,
+        "the pair is still held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabel_killed_midway_completes_when_run_again() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let mut d = daemon_with(temp.path(), "[relabel]\nthreads = 1\n", "c0.c9");
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("a")).await.unwrap();
+    let vol = tree(
+        &temp.path().join("vol"),
+        100,
+        200,
+        "system_u:object_r:var_t:s0",
+    );
+
+    // Start the relabel and kill mcsd as soon as it reports progress.
+    let request = proto::RelabelRequest {
+        container_id: "a".into(),
+        path: vol[0].display().to_string(),
+        shared: false,
+        cross_mounts: false,
+    };
+    let mut stream = c.relabel(request).await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(!first.done);
+    d.kill();
+    let partly = vol
+        .iter()
+        .filter(|p| label(p).as_deref() == Some(a.file_label.as_str()))
+        .count();
+    assert!(
+        partly < vol.len(),
+        "the kill came too late to interrupt the walk"
+    );
+
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let got = c.get("a").await.unwrap();
+    assert_eq!(got.roots.len(), 1, "the root was recorded before the walk");
+    assert_eq!(got.roots[0].original_label, "system_u:object_r:var_t:s0");
+    let (messages, status) = relabel(&mut c, "a", &vol[0], false).await;
+    status.unwrap();
+    let done = messages.last().unwrap();
+    assert_eq!(done.changed + done.unchanged, vol.len() as u64);
+    assert_eq!(done.unchanged as usize, partly);
+    assert!(vol
+        .iter()
+        .all(|p| label(p).as_deref() == Some(a.file_label.as_str())));
+    c.release("a").await.unwrap();
+    assert!(vol
+        .iter()
+        .all(|p| label(p).as_deref() == Some("system_u:object_r:var_t:s0")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_node_that_allocated_labels_and_restores_the_volumes() {
+    require_root();
+    let cluster = common::etcd::EtcdCluster::start(1);
+    let a = cluster.daemon("node-a", "c0.c9");
+    let b = cluster.daemon("node-b", "c0.c9");
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    ca.allocate(Allocate::new("x")).await.unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let before = "system_u:object_r:var_t:s0";
+    let vol = tree(&temp.path().join("vol"), 1, 2, before);
+
+    // The path would name a directory on the wrong host.
+    let (_, status) = relabel(&mut cb, "x", &vol[0], false).await;
+    let e = status.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(
+        e.message()
+            .contains("allocated on node \"node-a\", not this one (\"node-b\")"),
+        "{e}"
+    );
+    assert!(vol.iter().all(|p| label(p).as_deref() == Some(before)));
+
+    relabel(&mut ca, "x", &vol[0], false).await.1.unwrap();
+    // Freeing the pair from B would leave A's volume carrying it.
+    let e = cb.release("x").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("release it through"), "{e}");
+    assert!(cb.get("x").await.is_ok(), "still held");
+    assert!(ca.release("x").await.unwrap().released);
+    assert!(vol.iter().all(|p| label(p).as_deref() == Some(before)));
+
+    // Without volumes, any node may release.
+    ca.allocate(Allocate::new("y")).await.unwrap();
+    assert!(cb.release("y").await.unwrap().released);
+}

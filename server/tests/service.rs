@@ -1,0 +1,509 @@
+//! Running as a service: readiness on NOTIFY_SOCKET, socket activation,
+//! health and reflection through real gRPC clients, Status, metrics scraped
+//! over HTTP, SIGHUP reloads, and --check-config.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestDaemon, CONFIG};
+use mcs_client::{Allocate, Client};
+use rustix::process::{kill_process, Pid, Signal};
+
+/// mcsd on c0.c9 with its config, socket and state in `dir`, not yet
+/// started: for tests that control its environment themselves.
+fn mcsd_in(dir: &std::path::Path) -> Command {
+    std::fs::write(dir.join("mcsd.toml"), CONFIG).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcsd"));
+    command
+        .arg("--config")
+        .arg(dir.join("mcsd.toml"))
+        .arg("--socket")
+        .arg(dir.join("mcsd.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--categories", "c0.c9"]);
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_stopping_are_sent_to_notify_socket() {
+    let temp = tempfile::tempdir().unwrap();
+    let notify = temp.path().join("notify");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = mcsd_in(temp.path())
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !messages.iter().any(|m: &String| m.contains("READY=1")) {
+        let n = listener
+            .recv(&mut buf)
+            .expect("a notification before the timeout");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        messages[0].starts_with("STATUS=Loading the store"),
+        "{messages:?}"
+    );
+    let ready = messages.last().unwrap();
+    assert!(
+        ready.contains("STATUS=Serving: 0 of 45 pairs held"),
+        "{ready}"
+    );
+    // Ready means ready: the socket answers now.
+    let mut c = Client::connect(temp.path().join("mcsd.sock"))
+        .await
+        .unwrap();
+    c.stats().await.unwrap();
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    let n = listener.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_passed_by_systemd_is_used_and_left_in_place() {
+    let temp = tempfile::tempdir().unwrap();
+    let socket = temp.path().join("activated.sock");
+    std::fs::write(temp.path().join("mcsd.toml"), CONFIG).unwrap();
+    // systemd-socket-activate binds the socket and execs mcsd with it as fd
+    // 3 and LISTEN_FDS/LISTEN_PID set, as mcsd.socket would.
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(env!("CARGO_BIN_EXE_mcsd"))
+        .arg("--config")
+        .arg(temp.path().join("mcsd.toml"))
+        .arg("--socket")
+        .arg(temp.path().join("unused.sock"))
+        .arg("--state-dir")
+        .arg(temp.path().join("state"))
+        .args(["--categories", "c0.c9"])
+        .stderr(std::fs::File::create(temp.path().join("log")).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    wait_for("the activated socket", || socket.exists());
+    // The first connection starts mcsd (systemd-socket-activate execs on
+    // accept); the call waits in the backlog until mcsd serves.
+    let mut c = Client::connect(&socket).await.unwrap();
+    let a = c.allocate(Allocate::new("x")).await.unwrap();
+    assert!(a.level.starts_with("s0:c"));
+    let log = std::fs::read_to_string(temp.path().join("log")).unwrap();
+    assert!(
+        log.contains("serving on the socket systemd passed"),
+        "{log}"
+    );
+    assert!(
+        !temp.path().join("unused.sock").exists(),
+        "mcsd bound its own socket too"
+    );
+    drop(c);
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    child.wait().unwrap();
+    assert!(
+        socket.exists(),
+        "the socket file is systemd's; mcsd must not remove it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_status_answer_over_the_socket() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let d = TestDaemon::start("c0.c9");
+    let mut c = d.client().await;
+    let mut health = HealthClient::new(c.channel());
+    for service in ["", "mcs.v1.Labels"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+    }
+
+    let mut reflection = ServerReflectionClient::new(c.channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["mcs.v1.Labels", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+
+    let s = c.status().await.unwrap();
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!((s.health.as_str(), s.range.as_str()), ("SERVING", "c0.c9"));
+    assert!(
+        s.store.contains(&d.state.display().to_string()),
+        "{}",
+        s.store
+    );
+    assert_eq!(s.selinux_mode, mcsd::context::selinux_mode().to_string());
+    assert_eq!(s.restore_mode, "original");
+    assert!(s.uptime_seconds >= 0.0);
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_over_http() {
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        temp.path().join("mcsd.toml"),
+        format!("{CONFIG}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let mut d = TestDaemon::in_dir(temp.path(), &["--categories", "c0.c9"]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let a = c
+        .allocate(Allocate::new("a").owner("podman"))
+        .await
+        .unwrap();
+    c.allocate(Allocate::new("b").owner("podman").level(a.level))
+        .await
+        .unwrap_err();
+    c.release("a").await.unwrap();
+    c.allocate(Allocate::new("r").owner("crio")).await.unwrap();
+
+    let text = scrape(port);
+    for line in [
+        "mcsd_allocations_total{owner=\"podman\",result=\"ok\"} 1",
+        "mcsd_releases_total{owner=\"podman\",result=\"ok\"} 1",
+        "mcsd_allocations_total{owner=\"unknown\",result=\"already_exists\"} 1",
+        "mcsd_allocations_total{owner=\"crio\",result=\"ok\"} 1",
+        "mcsd_pairs{state=\"total\"} 45",
+        "mcsd_pairs{state=\"held\"} 1",
+        "mcsd_pairs{state=\"free\"} 44",
+        "mcsd_request_duration_seconds_count{method=\"Allocate\"} 3",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("mcsd_store_flush_duration_seconds_count ") && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
+    // Anything but /metrics is a 404.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_reservations_and_roles_and_refuses_fixed_settings() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("mcsd.toml");
+    std::fs::write(&config, format!("reservations = [\"c3\"]\n{CONFIG}")).unwrap();
+    let mut d = TestDaemon::in_dir(temp.path(), &[]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let targets = |r: Vec<mcs_client::proto::Reservation>| -> Vec<String> {
+        r.into_iter().map(|r| r.target).collect()
+    };
+    assert_eq!(targets(c.reservations().await.unwrap()), ["c3"]);
+
+    let hup = |d: &TestDaemon| {
+        kill_process(Pid::from_raw(d.pid() as i32).unwrap(), Signal::HUP).unwrap();
+    };
+    std::fs::write(
+        &config,
+        format!("reservations = [\"c4\", \"s0:c1,c2\"]\n{CONFIG}[auth]\nreader_uids = [4242]\n[relabel]\nallowlist = [\"/srv/volumes\"]\n"),
+    )
+    .unwrap();
+    hup(&d);
+    wait_for("the reload", || d.log().contains("configuration reloaded"));
+    assert_eq!(targets(c.reservations().await.unwrap()), ["c4", "s0:c1,c2"]);
+    let log = d.log();
+    for change in [
+        "reserved c4",
+        "reserved s0:c1,c2",
+        "unreserved c3",
+        "roles ([auth]) replaced",
+        "relabel rules replaced (allowlist: /srv/volumes",
+    ] {
+        assert!(log.contains(change), "{change}: {log}");
+    }
+    // The new allowlist is in force: a root outside it is refused now.
+    c.allocate(Allocate::new("v")).await.unwrap();
+    let vol = temp.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let mut stream = c
+        .relabel(mcs_client::proto::RelabelRequest {
+            container_id: "v".into(),
+            path: vol.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("relabel outside the reloaded allowlist succeeded"),
+            Err(status) => break status,
+        }
+    };
+    assert!(
+        status
+            .message()
+            .contains("outside the allowed relabel roots"),
+        "{status:?}"
+    );
+
+    std::fs::write(
+        &config,
+        format!("categories = \"c0.c9\"\nreservations = [\"c4\", \"s0:c1,c2\"]\n{CONFIG}"),
+    )
+    .unwrap();
+    hup(&d);
+    wait_for("the refusal", || {
+        d.log().contains("configuration reload refused")
+    });
+    assert!(
+        d.log().contains("categories cannot change while mcsd runs"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        targets(c.reservations().await.unwrap()),
+        ["c4", "s0:c1,c2"],
+        "nothing half applied"
+    );
+    // Moving to another store would split the pool: a restart reloads it.
+    std::fs::write(
+        &config,
+        format!("{CONFIG}[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n"),
+    )
+    .unwrap();
+    hup(&d);
+    wait_for("the store refusal", || {
+        d.log().matches("configuration reload refused").count() == 2
+    });
+    assert!(
+        d.log().contains("[store] cannot change while mcsd runs"),
+        "{}",
+        d.log()
+    );
+    std::fs::write(&config, "colour = 1\n").unwrap();
+    hup(&d);
+    wait_for("the third refusal", || {
+        d.log().matches("configuration reload refused").count() == 3
+    });
+    assert!(d.log().contains("mcsd.toml:1"), "{}", d.log());
+    c.stats().await.unwrap();
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_or_the_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("mcsd.toml");
+    std::fs::write(&config, format!("{CONFIG}[relabel]\nrestore = \"none\"\n")).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mcsd"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--categories", "c0.c99"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("categories = \"c0.c99\""),
+        "flags override the file: {text}"
+    );
+    assert!(text.contains("restore = \"none\""), "{text}");
+    assert!(
+        text.contains("process = \"system_u:system_r:container_t\""),
+        "{text}"
+    );
+    std::fs::write(&config, "[relabel]\nrestore = \"sometimes\"\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("mcsd.toml:2: relabel.restore:"), "{err}");
+}
+
+/// When stderr is the journal (JOURNAL_STREAM names it), mcsd logs to
+/// journald's socket with structured fields. The test plays journald: it
+/// binds /run/systemd/journal/socket (only where no journald runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let journal = Path::new("/run/systemd/journal/socket");
+    if journal.exists() {
+        // A real journald owns the socket; this test cannot stand in for it.
+        eprintln!("SKIPPED: a journald runs on this machine; journal logging is tested where none does (CI)");
+        println!("SKIPPED: a journald runs on this machine");
+        return;
+    }
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    let listener = UnixDatagram::bind(journal).unwrap();
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/run/systemd/journal/socket");
+        }
+    }
+    let _cleanup = Cleanup;
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let temp = tempfile::tempdir().unwrap();
+    let stderr = std::fs::File::create(temp.path().join("stderr")).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = mcsd_in(temp.path())
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    wait_for("the socket", || temp.path().join("mcsd.sock").exists());
+    let mut c = Client::connect(temp.path().join("mcsd.sock"))
+        .await
+        .unwrap();
+    c.allocate(Allocate::new("journal-me").owner("podman"))
+        .await
+        .unwrap();
+    // The native journal protocol: FIELD=value lines, or FIELD\n<len><value>.
+    let field = |entry: &[u8], name: &str, value: &str| {
+        let text = String::from_utf8_lossy(entry);
+        text.contains(&format!("{name}={value}"))
+            || text
+                .split(&format!("{name}\n"))
+                .nth(1)
+                .is_some_and(|rest| rest.get(8..8 + value.len()) == Some(value))
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    while !seen
+        .iter()
+        .any(|m| field(m, "CONTAINER_ID", "journal-me") && field(m, "OWNER", "podman"))
+    {
+        let n = listener
+            .recv(&mut buf)
+            .expect("a journal entry for the allocation");
+        seen.push(buf[..n].to_vec());
+    }
+    let entry = seen.last().unwrap();
+    assert!(
+        field(entry, "LEVEL", "s0:c"),
+        "{}",
+        String::from_utf8_lossy(entry)
+    );
+    assert!(field(entry, "SYSLOG_IDENTIFIER", "mcsd"));
+    // The audit entry names the caller.
+    while !seen
+        .iter()
+        .any(|m| field(m, "METHOD", "Allocate") && field(m, "UID", "0"))
+    {
+        let n = listener.recv(&mut buf).expect("the audit entry");
+        seen.push(buf[..n].to_vec());
+    }
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
+    child.wait().unwrap();
+    let plain = std::fs::read_to_string(temp.path().join("stderr")).unwrap();
+    assert!(
+        !plain.contains("journal-me"),
+        "logged to stderr instead: {plain}"
+    );
+}
+
+/// A plain health check (service "") and the API's own entry both turn
+/// NOT_SERVING when mcsd starts stopping, seen by a client watching them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_when_stopping() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let d = TestDaemon::start("c0.c9");
+    let c = d.client().await;
+    let mut watches = Vec::new();
+    for service in ["", "mcs.v1.Labels"] {
+        let mut health = HealthClient::new(c.channel());
+        let mut stream = health
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push((service, stream));
+    }
+    kill_process(Pid::from_raw(d.pid() as i32).unwrap(), Signal::TERM).unwrap();
+    for (service, mut stream) in watches {
+        let next = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("a status change before the timeout")
+            .unwrap()
+            .expect("the stream carries the change before it ends");
+        assert_eq!(next.status(), ServingStatus::NotServing, "{service:?}");
+    }
+}
