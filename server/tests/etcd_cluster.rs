@@ -136,11 +136,25 @@ async fn two_instances_exhaust_a_shared_range_without_handing_out_a_pair_twice()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // A release on one host frees the pair for the other.
+    // A release on one host frees the pair for the other at once, even
+    // before the other's watch has reported it: picking a random pair and
+    // asking for that very pair.
     let freed = got_a[0].clone();
     assert!(cb.release(freed.container_id).await.unwrap().level_freed);
     let again = allocate(&mut ca, "after-release".into()).await.unwrap();
     assert_eq!(again.level, freed.level);
+    let freed = got_a[1].clone();
+    assert!(cb.release(freed.container_id).await.unwrap().level_freed);
+    let asked = ca
+        .allocate(Allocate::new("asked-for").level(&freed.level))
+        .await
+        .unwrap();
+    assert_eq!(asked.level, freed.level);
+    // And with nothing released, the range is exhausted for both.
+    for c in [&mut ca, &mut cb] {
+        let err = c.allocate(Allocate::new("one-too-many")).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::ResourceExhausted), "{err}");
+    }
 }
 
 /// The member that leads the cluster now.

@@ -446,3 +446,119 @@ async fn an_engine_that_keeps_losing_gives_up_after_bounded_attempts_with_a_clea
     );
     engine.shutdown().await.unwrap();
 }
+
+/// How late [`Late`]'s feed reports changes: well past the time an engine
+/// takes to answer, well within the engine's wait for the feed.
+const LATE: Duration = Duration::from_millis(200);
+
+/// The real etcd store whose change feed reports every change [`LATE`]:
+/// watch latency made large enough to race against for certain.
+struct Late(EtcdStore);
+
+struct LateFeed(Box<dyn ChangeFeed>);
+
+#[async_trait]
+impl ChangeFeed for LateFeed {
+    async fn next(&mut self) -> Option<Vec<StoreChange>> {
+        let changes = self.0.next().await;
+        tokio::time::sleep(LATE).await;
+        changes
+    }
+    fn try_next(&mut self) -> Option<Vec<StoreChange>> {
+        None
+    }
+}
+
+#[async_trait]
+impl Store for Late {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn load(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        self.0.load(sink).await
+    }
+    async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError> {
+        self.0.allocation(id).await
+    }
+    async fn group(&self, key: &GroupKey) -> Result<Option<GroupRecord>, StoreError> {
+        self.0.group(key).await
+    }
+    async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
+        self.0.holder(level).await
+    }
+    async fn held_count(&self) -> Result<Option<u64>, StoreError> {
+        self.0.held_count().await
+    }
+    async fn allocations(
+        &self,
+        after: Option<&ContainerId>,
+        limit: usize,
+    ) -> Result<Vec<AllocationRecord>, StoreError> {
+        self.0.allocations(after, limit).await
+    }
+    async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
+        self.0.commit(txns).await
+    }
+    async fn recover(&self) -> Result<(), StoreError> {
+        self.0.recover().await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.0.close().await
+    }
+    fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
+        self.0
+            .changes()
+            .map(|feed| Box::new(LateFeed(feed)) as Box<dyn ChangeFeed>)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_released_elsewhere_are_handed_out_before_the_feed_reports_them() {
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/late/");
+    // c0.c2: 3 pairs, all taken by the engine under test.
+    let store = Late(EtcdStore::connect(&settings, range("c0.c2")).await.unwrap());
+    let engine = Engine::start(Arc::new(store), engine_config("c0.c2"))
+        .await
+        .unwrap();
+    let mut levels = Vec::new();
+    for id in ["a", "b", "c"] {
+        levels.push(engine.allocate(request(id)).await.unwrap().record.level);
+    }
+    let other_store = EtcdStore::connect(&settings, range("c0.c2")).await.unwrap();
+    let other = Engine::start(Arc::new(other_store), engine_config("c0.c2"))
+        .await
+        .unwrap();
+
+    // Another instance frees a pair; the engine's feed tells it only later,
+    // yet the next allocation gets it instead of "exhausted".
+    other
+        .release(ContainerId::new("a").unwrap())
+        .await
+        .unwrap();
+    let got = engine.allocate(request("d")).await.unwrap();
+    assert_eq!(got.record.level, levels[0]);
+
+    // The same for a pair asked for by name.
+    other
+        .release(ContainerId::new("b").unwrap())
+        .await
+        .unwrap();
+    let asked = AllocateRequest {
+        level: Some(levels[1]),
+        ..request("e")
+    };
+    assert_eq!(engine.allocate(asked).await.unwrap().record.level, levels[1]);
+
+    // Nothing freed: exhausted, and a held pair is held.
+    let err = engine.allocate(request("f")).await.unwrap_err();
+    assert!(matches!(err, AllocError::Exhausted { .. }), "{err}");
+    let held = AllocateRequest {
+        level: Some(levels[2]),
+        ..request("g")
+    };
+    let err = engine.allocate(held).await.unwrap_err();
+    assert!(matches!(err, AllocError::LevelHeld { .. }), "{err}");
+    engine.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
+}

@@ -555,7 +555,11 @@ impl Actor {
     ) -> Result<(Level, PairIndex), AllocError> {
         let range = self.config.range;
         let Some((level, index)) = requested else {
-            return match self.view.pool.pick(&mut self.rng) {
+            let mut picked = self.view.pool.pick(&mut self.rng);
+            if picked.is_none() && self.catch_up_with_frees().await {
+                picked = self.view.pool.pick(&mut self.rng);
+            }
+            return match picked {
                 Some(index) => Ok((range.level_at(index), index)),
                 None => Err(AllocError::Exhausted {
                     range,
@@ -563,7 +567,15 @@ impl Actor {
                 }),
             };
         };
-        match self.view.pool.claim(index) {
+        let mut claimed = self.view.pool.claim(index);
+        if claimed == Err(ClaimError::Held)
+            && self.feed.is_some()
+            && self.store.holder(level).await?.is_none()
+            && self.catch_up_with_frees().await
+        {
+            claimed = self.view.pool.claim(index);
+        }
+        match claimed {
             Ok(()) => Ok((level, index)),
             Err(ClaimError::Held) => match self.store.holder(level).await? {
                 Some(holder) => Err(AllocError::LevelHeld { level, holder }),

@@ -342,6 +342,14 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds a pair, if anybody.
     async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError>;
 
+    /// How many pairs are held, counted by the store itself; `None` where
+    /// the engine's view is the only writer and so already exact (the
+    /// embedded store). A shared store answers, so that an engine whose
+    /// view lags behind another instance's releases can tell.
+    async fn held_count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Up to `limit` allocations in container id order, starting after `after`.
     async fn allocations(
         &self,

@@ -24,6 +24,11 @@ pub(in crate::engine) const MAX_ATTEMPTS: u32 = 8;
 /// store does not answer.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
+/// Longest wait for the feed to report releases the store already shows:
+/// it normally takes milliseconds, and the actor waits for nobody else
+/// meanwhile.
+const FEED_WAIT: Duration = Duration::from_millis(500);
+
 /// Records read for the batch being planned. Valid for the whole planning
 /// pass: a request only reads records no earlier request of the batch
 /// changes (those are deferred), and the store's compares catch anything
@@ -127,6 +132,37 @@ impl Actor {
                 self.out_of_step(reason);
             }
         }
+    }
+
+    /// The view has no free pair, or holds one the store says is free: in a
+    /// shared store, another instance may have released pairs the feed has
+    /// not reported yet. While the store counts fewer held pairs than the
+    /// view, applies the feed (for at most [`FEED_WAIT`]). Returns whether
+    /// anything changed. Costs nothing when the pool is truly exhausted:
+    /// one count, equal to the view's.
+    pub(super) async fn catch_up_with_frees(&mut self) -> bool {
+        if self.feed.is_none() {
+            return false;
+        }
+        let held = match self.store.held_count().await {
+            Ok(Some(held)) => held,
+            Ok(None) | Err(_) => return false,
+        };
+        let deadline = tokio::time::Instant::now() + FEED_WAIT;
+        let mut changed = false;
+        while self.view.pool.stats().held > held {
+            let Some(feed) = self.feed.as_mut() else {
+                break;
+            };
+            match tokio::time::timeout_at(deadline, feed.next()).await {
+                Ok(Some(changes)) => {
+                    self.apply_changes(changes);
+                    changed = true;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        changed
     }
 
     pub(super) fn out_of_step(&mut self, reason: String) {

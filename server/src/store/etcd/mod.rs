@@ -250,6 +250,16 @@ impl Store for EtcdStore {
             .transpose()
     }
 
+    async fn held_count(&self) -> Result<Option<u64>, StoreError> {
+        let options = GetOptions::new()
+            .with_range(self.key(&prefix_end(codec::PAIR_PREFIX)))
+            .with_count_only();
+        let response = self
+            .get(self.key(codec::PAIR_PREFIX), Some(options))
+            .await?;
+        Ok(Some(u64::try_from(response.count()).unwrap_or(0)))
+    }
+
     async fn allocations(
         &self,
         after: Option<&ContainerId>,
