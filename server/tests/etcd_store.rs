@@ -532,23 +532,20 @@ async fn pairs_released_elsewhere_are_handed_out_before_the_feed_reports_them() 
 
     // Another instance frees a pair; the engine's feed tells it only later,
     // yet the next allocation gets it instead of "exhausted".
-    other
-        .release(ContainerId::new("a").unwrap())
-        .await
-        .unwrap();
+    other.release(ContainerId::new("a").unwrap()).await.unwrap();
     let got = engine.allocate(request("d")).await.unwrap();
     assert_eq!(got.record.level, levels[0]);
 
     // The same for a pair asked for by name.
-    other
-        .release(ContainerId::new("b").unwrap())
-        .await
-        .unwrap();
+    other.release(ContainerId::new("b").unwrap()).await.unwrap();
     let asked = AllocateRequest {
         level: Some(levels[1]),
         ..request("e")
     };
-    assert_eq!(engine.allocate(asked).await.unwrap().record.level, levels[1]);
+    assert_eq!(
+        engine.allocate(asked).await.unwrap().record.level,
+        levels[1]
+    );
 
     // Nothing freed: exhausted, and a held pair is held.
     let err = engine.allocate(request("f")).await.unwrap_err();
