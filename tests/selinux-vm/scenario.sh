@@ -136,6 +136,8 @@ setfattr -n security.selinux -v system_u:object_r:mcsd_conf_t:s0 /etc/mcsd /etc/
 check "mcsd starts and answers on $MCSD_SOCKET" start_mcsd
 domain=$(tr -d '\0' <"/proc/$(cat /run/mcsd.pid)/attr/current")
 check "mcsd runs in mcsd_t ($domain)" [ "${domain#system_u:system_r:mcsd_t:}" != "$domain" ]
+check "mcsd gets every category from the policy, started at s0" \
+    [ "$domain" = system_u:system_r:mcsd_t:s0-s0:c0.c1023 ]
 check "the socket is mcsd_var_run_t ($(label /run/mcsd/mcsd.sock))" \
     [ "$(label /run/mcsd/mcsd.sock)" = system_u:object_r:mcsd_var_run_t:s0 ]
 check "the state directory is mcsd_var_lib_t ($(label /var/lib/mcsd))" \
