@@ -455,14 +455,24 @@ const LATE: Duration = Duration::from_millis(200);
 /// watch latency made large enough to race against for certain.
 struct Late(EtcdStore);
 
-struct LateFeed(Box<dyn ChangeFeed>);
+struct LateFeed {
+    inner: Box<dyn ChangeFeed>,
+    /// Changes received, and when they may be reported. Kept here so that
+    /// `next` stays cancellation safe (the engine races it against
+    /// requests).
+    pending: Option<(Vec<StoreChange>, tokio::time::Instant)>,
+}
 
 #[async_trait]
 impl ChangeFeed for LateFeed {
     async fn next(&mut self) -> Option<Vec<StoreChange>> {
-        let changes = self.0.next().await;
-        tokio::time::sleep(LATE).await;
-        changes
+        if self.pending.is_none() {
+            let changes = self.inner.next().await?;
+            self.pending = Some((changes, tokio::time::Instant::now() + LATE));
+        }
+        let at = self.pending.as_ref().map(|(_, at)| *at)?;
+        tokio::time::sleep_until(at).await;
+        self.pending.take().map(|(changes, _)| changes)
     }
     fn try_next(&mut self) -> Option<Vec<StoreChange>> {
         None
@@ -506,9 +516,12 @@ impl Store for Late {
         self.0.close().await
     }
     fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
-        self.0
-            .changes()
-            .map(|feed| Box::new(LateFeed(feed)) as Box<dyn ChangeFeed>)
+        self.0.changes().map(|inner| {
+            Box::new(LateFeed {
+                inner,
+                pending: None,
+            }) as Box<dyn ChangeFeed>
+        })
     }
 }
 

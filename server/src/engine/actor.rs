@@ -208,6 +208,11 @@ pub(super) struct Actor {
     resync: Option<(String, Instant)>,
     /// The batch's records, read in one go before planning.
     reads: ReadCache,
+    /// Pairs this batch took from the pool, not committed yet: the view
+    /// counts them held, the store does not yet.
+    batch_claims: u64,
+    /// This batch already waited for the feed (see `catch_up_with_frees`).
+    batch_waited: bool,
     /// The last recovery failed (the disk was still full, say): retry it
     /// before planning anything else, since planning reads the store too.
     broken: Option<StoreError>,
@@ -233,6 +238,8 @@ impl Actor {
             feed: None,
             resync: None,
             reads: ReadCache::default(),
+            batch_claims: 0,
+            batch_waited: false,
             broken: None,
         }
     }
@@ -281,6 +288,8 @@ impl Actor {
         self.catch_up();
         self.resync_if_due().await;
         self.prefetch(&batch).await;
+        self.batch_claims = 0;
+        self.batch_waited = false;
         let mut touched: HashSet<Entity> = HashSet::new();
         let mut txns = Vec::new();
         let mut changes = Vec::new();
@@ -560,7 +569,10 @@ impl Actor {
                 picked = self.view.pool.pick(&mut self.rng);
             }
             return match picked {
-                Some(index) => Ok((range.level_at(index), index)),
+                Some(index) => {
+                    self.batch_claims += 1;
+                    Ok((range.level_at(index), index))
+                }
                 None => Err(AllocError::Exhausted {
                     range,
                     stats: self.view.pool.stats(),
@@ -576,7 +588,10 @@ impl Actor {
             claimed = self.view.pool.claim(index);
         }
         match claimed {
-            Ok(()) => Ok((level, index)),
+            Ok(()) => {
+                self.batch_claims += 1;
+                Ok((level, index))
+            }
             Err(ClaimError::Held) => match self.store.holder(level).await? {
                 Some(holder) => Err(AllocError::LevelHeld { level, holder }),
                 None => Err(AllocError::Inconsistent(format!(

@@ -304,7 +304,8 @@ pub enum StoreChange {
 #[async_trait]
 pub trait ChangeFeed: Send {
     /// Waits for the next changes. `None` means the feed has ended for good
-    /// (the store was closed).
+    /// (the store was closed). Must be cancellation safe: the engine races
+    /// it against incoming requests and drops it when a request wins.
     async fn next(&mut self) -> Option<Vec<StoreChange>>;
 
     /// The next changes if some are ready, without waiting.

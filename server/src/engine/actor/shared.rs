@@ -137,20 +137,21 @@ impl Actor {
     /// The view has no free pair, or holds one the store says is free: in a
     /// shared store, another instance may have released pairs the feed has
     /// not reported yet. While the store counts fewer held pairs than the
-    /// view, applies the feed (for at most [`FEED_WAIT`]). Returns whether
-    /// anything changed. Costs nothing when the pool is truly exhausted:
-    /// one count, equal to the view's.
+    /// view (less this batch's own uncommitted claims), applies the feed
+    /// for at most [`FEED_WAIT`], once per batch. Returns whether anything
+    /// changed. A truly exhausted pool costs one count, equal to the view's.
     pub(super) async fn catch_up_with_frees(&mut self) -> bool {
-        if self.feed.is_none() {
+        if self.feed.is_none() || self.batch_waited {
             return false;
         }
+        self.batch_waited = true;
         let held = match self.store.held_count().await {
             Ok(Some(held)) => held,
             Ok(None) | Err(_) => return false,
         };
         let deadline = tokio::time::Instant::now() + FEED_WAIT;
         let mut changed = false;
-        while self.view.pool.stats().held > held {
+        while self.view.pool.stats().held > held + self.batch_claims {
             let Some(feed) = self.feed.as_mut() else {
                 break;
             };
