@@ -274,12 +274,20 @@ async fn a_prefix_in_use_with_another_range_or_unknown_keys_is_refused() {
     assert!(err.to_string().contains("no format version"), "{err}");
 }
 
-/// The real etcd store with the change feed turned off, so the engine's
-/// view lags behind another instance for certain.
-struct Deaf(EtcdStore);
+/// What [`Altered`] does to the change feed.
+enum Feed {
+    /// No feed: the engine's view lags behind another instance for certain.
+    Off,
+    /// Every change reported [`LATE`]: watch latency made large enough to
+    /// race against for certain.
+    Late,
+}
+
+/// The real etcd store with its change feed altered.
+struct Altered(EtcdStore, Feed);
 
 #[async_trait]
-impl Store for Deaf {
+impl Store for Altered {
     fn describe(&self) -> String {
         self.0.describe()
     }
@@ -294,6 +302,9 @@ impl Store for Deaf {
     }
     async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
         self.0.holder(level).await
+    }
+    async fn held_count(&self) -> Result<Option<u64>, StoreError> {
+        self.0.held_count().await
     }
     async fn allocations(
         &self,
@@ -310,6 +321,17 @@ impl Store for Deaf {
     }
     async fn close(&self) -> Result<(), StoreError> {
         self.0.close().await
+    }
+    fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
+        match self.1 {
+            Feed::Off => None,
+            Feed::Late => self.0.changes().map(|inner| {
+                Box::new(LateFeed {
+                    inner,
+                    pending: None,
+                }) as Box<dyn ChangeFeed>
+            }),
+        }
     }
 }
 
@@ -335,7 +357,10 @@ async fn an_engine_that_loses_races_picks_again_until_the_range_is_exhausted() {
     let cluster = EtcdCluster::start(1);
     let settings = settings(&cluster, "/race/");
     // c0.c3: 6 pairs.
-    let deaf = Deaf(EtcdStore::connect(&settings, range("c0.c3")).await.unwrap());
+    let deaf = Altered(
+        EtcdStore::connect(&settings, range("c0.c3")).await.unwrap(),
+        Feed::Off,
+    );
     let engine = Engine::start(Arc::new(deaf), engine_config("c0.c3"))
         .await
         .unwrap();
@@ -415,7 +440,10 @@ async fn an_engine_that_keeps_losing_gives_up_after_bounded_attempts_with_a_clea
     let cluster = EtcdCluster::start(1);
     let settings = settings(&cluster, "/lose/");
     // c0.c4: 10 pairs, all taken by another instance the engine cannot see.
-    let deaf = Deaf(EtcdStore::connect(&settings, range("c0.c4")).await.unwrap());
+    let deaf = Altered(
+        EtcdStore::connect(&settings, range("c0.c4")).await.unwrap(),
+        Feed::Off,
+    );
     let engine = Engine::start(Arc::new(deaf), engine_config("c0.c4"))
         .await
         .unwrap();
@@ -447,13 +475,9 @@ async fn an_engine_that_keeps_losing_gives_up_after_bounded_attempts_with_a_clea
     engine.shutdown().await.unwrap();
 }
 
-/// How late [`Late`]'s feed reports changes: well past the time an engine
+/// How late a [`Feed::Late`] feed reports changes: well past the time an engine
 /// takes to answer, well within the engine's wait for the feed.
 const LATE: Duration = Duration::from_millis(200);
-
-/// The real etcd store whose change feed reports every change [`LATE`]:
-/// watch latency made large enough to race against for certain.
-struct Late(EtcdStore);
 
 struct LateFeed {
     inner: Box<dyn ChangeFeed>,
@@ -479,58 +503,15 @@ impl ChangeFeed for LateFeed {
     }
 }
 
-#[async_trait]
-impl Store for Late {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    async fn load(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
-        self.0.load(sink).await
-    }
-    async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError> {
-        self.0.allocation(id).await
-    }
-    async fn group(&self, key: &GroupKey) -> Result<Option<GroupRecord>, StoreError> {
-        self.0.group(key).await
-    }
-    async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
-        self.0.holder(level).await
-    }
-    async fn held_count(&self) -> Result<Option<u64>, StoreError> {
-        self.0.held_count().await
-    }
-    async fn allocations(
-        &self,
-        after: Option<&ContainerId>,
-        limit: usize,
-    ) -> Result<Vec<AllocationRecord>, StoreError> {
-        self.0.allocations(after, limit).await
-    }
-    async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
-        self.0.commit(txns).await
-    }
-    async fn recover(&self) -> Result<(), StoreError> {
-        self.0.recover().await
-    }
-    async fn close(&self) -> Result<(), StoreError> {
-        self.0.close().await
-    }
-    fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
-        self.0.changes().map(|inner| {
-            Box::new(LateFeed {
-                inner,
-                pending: None,
-            }) as Box<dyn ChangeFeed>
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_released_elsewhere_are_handed_out_before_the_feed_reports_them() {
     let cluster = EtcdCluster::start(1);
     let settings = settings(&cluster, "/late/");
     // c0.c2: 3 pairs, all taken by the engine under test.
-    let store = Late(EtcdStore::connect(&settings, range("c0.c2")).await.unwrap());
+    let store = Altered(
+        EtcdStore::connect(&settings, range("c0.c2")).await.unwrap(),
+        Feed::Late,
+    );
     let engine = Engine::start(Arc::new(store), engine_config("c0.c2"))
         .await
         .unwrap();
