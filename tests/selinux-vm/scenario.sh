@@ -253,6 +253,23 @@ check "the kernel logged mcsd_t's denial on /root" \
 check "the kernel logged mcsd_t's denial of the TCP socket" \
     denied 'comm="nc"' "scontext=system_u:system_r:mcsd_t:" "tclass=tcp_socket"
 
+# The etcd store needs TCP: the module's boolean, off by default, allows
+# connecting to etcd's client port and nothing else.
+check "the mcsd_connect_etcd boolean is off by default" \
+    sh -c 'getsebool mcsd_connect_etcd | grep -q "off$"'
+ifconfig lo 127.0.0.1 up
+/bin/busybox nc -l -p 2379 </dev/null >/dev/null 2>&1 &
+listener=$!
+setsebool mcsd_connect_etcd on
+rc=$(svc_run probe-etcd /ct/mcsd-probe/nc -w 2 127.0.0.1 2379)
+check "with it on, mcsd_t connects to etcd's port 2379 (exit $rc)" [ "$rc" = 0 ]
+rc=$(svc_run probe-ssh /ct/mcsd-probe/nc -w 1 127.0.0.1 22)
+check "and still not to a reserved port such as 22 (exit $rc)" failed "$rc"
+check "the kernel logged that denial" \
+    denied 'comm="nc"' "scontext=system_u:system_r:mcsd_t:" "name_connect"
+setsebool mcsd_connect_etcd off
+kill "$listener" 2>/dev/null
+
 check "mcsd stops cleanly at the end" stop_mcsd
 info "$(grep -c 'avc:  denied' /run/audit.log) denials recorded in all"
 info "$failures failed"
