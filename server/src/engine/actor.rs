@@ -580,12 +580,15 @@ impl Actor {
             };
         };
         let mut claimed = self.view.pool.claim(index);
-        if claimed == Err(ClaimError::Held)
-            && self.feed.is_some()
-            && self.store.holder(level).await?.is_none()
-            && self.catch_up_with_frees().await
-        {
-            claimed = self.view.pool.claim(index);
+        if claimed == Err(ClaimError::Held) && self.feed.is_some() {
+            // In a shared store the view may lag behind a release elsewhere.
+            match self.store.holder(level).await? {
+                Some(holder) => return Err(AllocError::LevelHeld { level, holder }),
+                None if self.catch_up_with_frees().await => {
+                    claimed = self.view.pool.claim(index);
+                }
+                None => {}
+            }
         }
         match claimed {
             Ok(()) => {
