@@ -2,7 +2,8 @@
 //!
 //! All records live in one tree under the prefixes of [`super::codec`], so a
 //! whole batch of transactions is one atomic `apply_batch` followed by one
-//! `flush` (fsync): concurrent requests share that fsync (group commit).
+//! `flush` and the fsyncs of [`sync`] (sled's flush alone does not survive
+//! a power cut): concurrent requests share them (group commit).
 //! Only the engine writes, one batch at a time, so the expectations carried
 //! by [`Op`]s hold by construction and are not re-checked here; start-up
 //! cross-checks every record instead.
@@ -11,8 +12,10 @@
 //! error), so [`Store::recover`] reopens the database: sled then recovers to
 //! the last durable batch, which is exactly what the engine reloads.
 
+mod sync;
+
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 
@@ -29,7 +32,26 @@ const CACHE_BYTES: u64 = 4 << 20;
 pub struct SledStore {
     path: PathBuf,
     /// `None` only while [`Store::recover`] swaps databases.
-    db: RwLock<Option<sled::Db>>,
+    db: RwLock<Option<Opened>>,
+}
+
+/// An open database and what makes its writes durable.
+#[derive(Clone)]
+struct Opened {
+    db: sled::Db,
+    syncer: Arc<Mutex<sync::Syncer>>,
+}
+
+impl Opened {
+    /// sled's flush, then the fsyncs it leaves out.
+    fn flush(&self, path: &Path) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| map_err(path, e))?;
+        self.syncer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync()
+            .map_err(|e| io_error(path, e))
+    }
 }
 
 impl SledStore {
@@ -48,7 +70,7 @@ impl SledStore {
         &self.path
     }
 
-    fn db(&self) -> Result<sled::Db, StoreError> {
+    fn opened(&self) -> Result<Opened, StoreError> {
         self.db
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -57,6 +79,10 @@ impl SledStore {
                 path: self.path.clone(),
                 detail: "the store is being reopened after an error".into(),
             })
+    }
+
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        self.opened().map(|o| o.db)
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -75,7 +101,7 @@ impl SledStore {
     }
 }
 
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+fn open_db(path: &Path) -> Result<Opened, StoreError> {
     // sled opens a data file truncated to nothing as an empty database;
     // remembering that the store existed keeps that from being mistaken
     // for a new one (and every allocation silently forgotten).
@@ -104,7 +130,26 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
             other => other,
         })?;
     check_format(path, &db, existed)?;
-    Ok(db)
+    let syncer = sync::Syncer::open(path).map_err(|e| StoreError::Open {
+        path: path.to_owned(),
+        detail: format!("making the store durable: {e}"),
+    })?;
+    Ok(Opened {
+        db,
+        syncer: Arc::new(Mutex::new(syncer)),
+    })
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    if e.raw_os_error() == Some(libc_enospc()) {
+        return StoreError::NoSpace {
+            path: path.to_owned(),
+        };
+    }
+    StoreError::Io {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    }
 }
 
 fn check_format(path: &Path, db: &sled::Db, existed: bool) -> Result<(), StoreError> {
@@ -325,8 +370,8 @@ impl Store for SledStore {
 
     async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
         let count = txns.len();
-        let result = match self.db() {
-            Ok(db) => {
+        let result = match self.opened() {
+            Ok(opened) => {
                 let mut batch = sled::Batch::default();
                 for op in txns.iter().flat_map(|t| &t.0) {
                     add_to_batch(&mut batch, op);
@@ -336,8 +381,11 @@ impl Store for SledStore {
                 // them off the async workers.
                 tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    db.apply_batch(batch).map_err(|e| map_err(&path, e))?;
-                    db.flush().map(drop).map_err(|e| map_err(&path, e))?;
+                    opened
+                        .db
+                        .apply_batch(batch)
+                        .map_err(|e| map_err(&path, e))?;
+                    opened.flush(&path)?;
                     crate::metrics::global().store_flush(started.elapsed());
                     Ok(())
                 })
@@ -363,9 +411,9 @@ impl Store for SledStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        let db = self.db()?;
+        let opened = self.opened()?;
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || db.flush().map(drop).map_err(|e| map_err(&path, e)))
+        tokio::task::spawn_blocking(move || opened.flush(&path))
             .await
             .unwrap_or(Ok(()))
     }
