@@ -305,6 +305,45 @@ async fn reconcile_takes_ids_from_arguments_and_stdin() {
     assert!(e.contains("owner contains ' '"), "{e}");
 }
 
+/// A file hard-linked from outside the volume is named on the summary
+/// line with the way to label it anyway; `--hard-links` labels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabel_names_hard_links_left_alone_and_hard_links_labels_them() {
+    let s = daemon("c0.c9").await;
+    let vol = s._dir.path().join("vol");
+    let outside = s._dir.path().join("outside");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "s").unwrap();
+    std::fs::hard_link(outside.join("secret"), vol.join("secret")).unwrap();
+    stdout(&mcsctl(&s.socket, &["allocate", "web"]));
+    let vol_arg = vol.display().to_string();
+    let line = stdout(&mcsctl(&s.socket, &["relabel", "web", &vol_arg]));
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.contains(&format!(
+            "2 entries, 1 changed, 0 already right, 0 failed, 0 mount(s) not entered, \
+             1 hard-linked entries left alone (not all their links are inside; \
+             --hard-links labels them anyway; first: {vol_arg}/secret)"
+        )),
+        "{line}"
+    );
+    let j = json(&mcsctl(
+        &s.socket,
+        &["-o", "json", "relabel", "web", &vol_arg],
+    ));
+    assert_eq!(j["hardlinks_skipped"], 1);
+    assert_eq!(j["hardlinks_skipped_paths"][0], format!("{vol_arg}/secret"));
+    let line = stdout(&mcsctl(
+        &s.socket,
+        &["relabel", "web", &vol_arg, "--hard-links"],
+    ));
+    assert!(
+        line.contains("2 entries, 1 changed, 1 already right, 0 failed, 0 mount(s) not entered, 0 hard-linked entries left alone, "),
+        "{line}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relabel_prints_one_summary_line_and_fails_on_refused_roots() {
     let s = daemon("c0.c9").await;

@@ -255,6 +255,7 @@ fn mcsd(root: &Path, label: &str) -> mcsd::relabel::Totals {
             &resolved,
             &Fixed(label.as_bytes().to_vec()),
             false,
+            false,
             &Counters::default(),
         )
         .expect("relabel");

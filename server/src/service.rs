@@ -176,6 +176,8 @@ fn progress_message(root: &std::path::Path, label: &str, t: &Totals) -> pb::Rela
         unchanged: t.unchanged,
         failed: t.failed,
         mounts_skipped: t.mounts_skipped,
+        hardlinks_skipped: t.hardlinks_skipped,
+        hardlinks_skipped_paths: Vec::new(),
         done: false,
         root: root.display().to_string(),
         label: label.to_owned(),
@@ -196,6 +198,11 @@ fn summary_message(outcome: &Outcome, label: &str) -> pb::RelabelProgress {
             })
             .collect(),
         seconds: outcome.elapsed.as_secs_f64(),
+        hardlinks_skipped_paths: outcome
+            .hardlinks_skipped
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         ..progress_message(&outcome.root, label, &outcome.totals)
     }
 }
@@ -295,6 +302,7 @@ pub fn allocation_to_proto(r: &AllocationRecord) -> pb::Allocation {
                 path: root.path.display().to_string(),
                 shared: root.shared,
                 original_label: root.original.clone().unwrap_or_default(),
+                hard_links: root.hard_links,
             })
             .collect(),
     }
@@ -391,6 +399,7 @@ impl Labels for LabelService {
                         changed: r.totals.changed,
                         failed: r.totals.failed,
                         error: r.note.unwrap_or_default(),
+                        hardlinks_skipped: r.totals.hardlinks_skipped,
                     })
                     .collect(),
             }))
@@ -613,6 +622,7 @@ impl Labels for LabelService {
                 std::path::PathBuf::from(req.path),
                 req.shared,
                 req.cross_mounts,
+                req.hard_links,
                 progress_tx,
             );
             tokio::pin!(work);

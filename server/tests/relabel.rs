@@ -87,7 +87,7 @@ async fn relabel(
         container_id: id.into(),
         path: path.display().to_string(),
         shared,
-        cross_mounts: false,
+        ..Default::default()
     };
     let mut stream = match c.relabel(request).await {
         Ok(s) => s,
@@ -392,7 +392,7 @@ async fn a_relabel_killed_midway_completes_when_run_again() {
         container_id: "a".into(),
         path: vol[0].display().to_string(),
         shared: false,
-        cross_mounts: false,
+        ..Default::default()
     };
     let mut stream = c.relabel(request).await.unwrap();
     let first = stream.message().await.unwrap().unwrap();
@@ -461,4 +461,73 @@ async fn only_the_node_that_allocated_labels_and_restores_the_volumes() {
     // Without volumes, any node may release.
     ca.allocate(Allocate::new("y")).await.unwrap();
     assert!(cb.release("y").await.unwrap().released);
+}
+
+/// The escape over the socket: a root-only host file hard-linked
+/// into a volume keeps its label through relabel and release, and the
+/// summary counts and names it; with `hard_links` it is labeled, recorded
+/// so, and restored on release with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_file_hard_linked_into_a_volume_keeps_its_label_unless_asked() {
+    require_root();
+    const HOME: &str = "unconfined_u:object_r:user_home_t:s0";
+    const VAR: &str = "system_u:object_r:var_t:s0";
+    let temp = tempfile::tempdir().unwrap();
+    let d = daemon_with(temp.path(), "", "c0.c9");
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("a")).await.unwrap();
+    let vol = tree(&temp.path().join("vol"), 2, 3, VAR);
+    let home = temp.path().join("root-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let secret = home.join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    set_label(&secret, HOME);
+    std::fs::hard_link(&secret, vol[0].join("d1/secret")).unwrap();
+
+    let (messages, status) = relabel(&mut c, "a", &vol[0], false).await;
+    status.unwrap();
+    let done = messages.last().unwrap();
+    assert_eq!(label(&secret).as_deref(), Some(HOME), "relabel escaped");
+    assert_eq!(
+        (done.seen, done.changed, done.failed, done.hardlinks_skipped),
+        (10, 9, 0, 1)
+    );
+    assert_eq!(
+        done.hardlinks_skipped_paths,
+        [vol[0].join("d1/secret").display().to_string()]
+    );
+    assert!(vol
+        .iter()
+        .all(|p| label(p).as_deref() == Some(a.file_label.as_str())));
+    assert!(!c.get("a").await.unwrap().roots[0].hard_links);
+
+    let r = c.release("a").await.unwrap();
+    assert_eq!(r.restored.len(), 1);
+    assert_eq!(
+        (r.restored[0].failed, r.restored[0].hardlinks_skipped),
+        (0, 1)
+    );
+    assert_eq!(label(&secret).as_deref(), Some(HOME), "restore escaped");
+    assert!(vol.iter().all(|p| label(p).as_deref() == Some(VAR)));
+
+    // The opt-in labels it, is recorded, and release restores it too.
+    let b = c.allocate(Allocate::new("b")).await.unwrap();
+    let request = proto::RelabelRequest {
+        container_id: "b".into(),
+        path: vol[0].display().to_string(),
+        hard_links: true,
+        ..Default::default()
+    };
+    let mut stream = c.relabel(request).await.unwrap();
+    let mut last = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        last = Some(m);
+    }
+    let done = last.unwrap();
+    assert_eq!((done.failed, done.hardlinks_skipped), (0, 0));
+    assert_eq!(label(&secret).as_deref(), Some(b.file_label.as_str()));
+    assert!(c.get("b").await.unwrap().roots[0].hard_links);
+    let r = c.release("b").await.unwrap();
+    assert_eq!(r.restored[0].hardlinks_skipped, 0);
+    assert_eq!(label(&secret).as_deref(), Some(VAR));
 }

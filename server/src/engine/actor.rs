@@ -628,10 +628,18 @@ impl Actor {
         };
         let mut new = old.clone();
         match new.roots.iter_mut().find(|r| r.path == root.path) {
-            Some(known) if known.shared == root.shared => return answer(reply, Ok(old)),
+            Some(known)
+                if known.shared == root.shared && (known.hard_links || !root.hard_links) =>
+            {
+                return answer(reply, Ok(old))
+            }
             // Relabeled again in the other mode: the original stays the
-            // one from before the first relabel.
-            Some(known) => known.shared = root.shared,
+            // one from before the first relabel. Once hard links were
+            // labeled, restore labels them too.
+            Some(known) => {
+                known.shared = root.shared;
+                known.hard_links |= root.hard_links;
+            }
             None => new.roots.push(root.clone()),
         }
         Step::Change(

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 pub use safety::{Refused, RootPolicy};
-pub use walk::{Counters, EntryError, Kind, LabelFor, Totals};
+pub use walk::{Counters, EntryError, HardLinks, Kind, LabelFor, Totals};
 
 /// What Release does to the trees a container had relabeled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +113,9 @@ pub struct Outcome {
     pub totals: Totals,
     /// The first few entries that failed.
     pub errors: Vec<EntryError>,
+    /// The first few hard-linked entries left alone because not all of
+    /// their links are inside the tree (one path per file).
+    pub hardlinks_skipped: Vec<PathBuf>,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -213,12 +216,15 @@ impl Relabeler {
     }
 
     /// Labels the tree at the resolved `root` with `labels`. `counters` may
-    /// be read meanwhile for progress.
+    /// be read meanwhile for progress. Entries with several hard links are
+    /// labeled only when every link is inside the tree, unless `hard_links`
+    /// (see [`walk`]).
     pub fn run(
         &self,
         root: &Path,
         labels: &dyn LabelFor,
         cross_mounts: bool,
+        hard_links: bool,
         counters: &Counters,
     ) -> Result<Outcome, RelabelError> {
         let started = Instant::now();
@@ -231,6 +237,7 @@ impl Relabeler {
             n => n,
         };
         let errors = Mutex::new(Vec::new());
+        let links = Mutex::new(HardLinks::default());
         walk::walk(
             fd,
             root,
@@ -238,9 +245,11 @@ impl Relabeler {
             walk::Options {
                 cross_mounts,
                 threads,
+                hard_links,
             },
             counters,
             &errors,
+            &links,
         )
         .map_err(|e| RelabelError::Open {
             path: root.to_owned(),
@@ -250,6 +259,11 @@ impl Relabeler {
             root: root.to_owned(),
             totals: counters.totals(),
             errors: errors.into_inner().unwrap_or_else(|e| e.into_inner()),
+            hardlinks_skipped: links
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .skipped()
+                .to_vec(),
             elapsed: started.elapsed(),
         })
     }

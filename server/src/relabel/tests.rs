@@ -63,12 +63,17 @@ fn relabeler() -> Relabeler {
 }
 
 fn run(root: &Path, want: &[u8], cross_mounts: bool) -> Outcome {
+    run_with(root, want, cross_mounts, false)
+}
+
+fn run_with(root: &Path, want: &[u8], cross_mounts: bool, hard_links: bool) -> Outcome {
     let r = relabeler();
     let resolved = r.resolve(root).unwrap();
     r.run(
         &resolved,
         &Fixed(want.to_vec()),
         cross_mounts,
+        hard_links,
         &Counters::default(),
     )
     .unwrap()
@@ -268,6 +273,7 @@ fn swapping_a_directory_for_a_symlink_during_the_walk_never_escapes() {
                 &resolved,
                 &Fixed(label.to_vec()),
                 false,
+                false,
                 &Counters::default(),
             )
             .unwrap();
@@ -411,4 +417,122 @@ fn unlabeled_labeled_and_mislabeled_entries_mixed() {
         })
         .collect();
     assert_eq!(ctimes, after, "an entry that had the label was rewritten");
+}
+
+const HOME: &[u8] = b"unconfined_u:object_r:user_home_t:s0";
+const ORIGINAL: &[u8] = b"system_u:object_r:var_t:s0";
+
+/// A volume with one ordinary file and, linked into it from a directory
+/// next to it (outside the tree), a root-only file and a fifo labeled
+/// [`HOME`]. Returns (volume, outside secret, outside fifo).
+fn volume_with_outside_links(base: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let root = base.join("volume");
+    let outside = base.join("root-home");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("own"), "x").unwrap();
+    let secret = outside.join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let fifo = outside.join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for p in [&secret, &fifo] {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        xattr::set_at(c.as_bytes(), HOME).unwrap();
+    }
+    std::fs::hard_link(&secret, root.join("sub/secret")).unwrap();
+    std::fs::hard_link(&fifo, root.join("fifo")).unwrap();
+    (root, secret, fifo)
+}
+
+/// The escape: a host file hard-linked into a volume must keep its
+/// own label, on relabel (else the container reads it) and on restore
+/// (else it gets the volume's label).
+#[test]
+fn a_file_linked_from_outside_keeps_its_label_on_relabel_and_restore() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let (root, secret, fifo) = volume_with_outside_links(base.path());
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
+    assert_eq!(label(&secret).as_deref(), Some(HOME), "relabel escaped");
+    assert_eq!(label(&fifo).as_deref(), Some(HOME), "relabel escaped");
+    assert_eq!(out.totals.hardlinks_skipped, 2, "{out:?}");
+    assert_eq!(
+        out.hardlinks_skipped,
+        vec![root.join("fifo"), root.join("sub/secret")]
+    );
+    // The root, sub and own were labeled: 5 entries seen in all.
+    assert_eq!(
+        (out.totals.seen, out.totals.changed, out.totals.unchanged),
+        (5, 3, 0)
+    );
+    assert_eq!(label(&root.join("own")).as_deref(), Some(PRIVATE));
+
+    // Restore (the walk with the root's original label) leaves them too.
+    let restored = run(&root, ORIGINAL, false);
+    assert_eq!(label(&secret).as_deref(), Some(HOME), "restore escaped");
+    assert_eq!(label(&fifo).as_deref(), Some(HOME), "restore escaped");
+    assert_eq!(restored.totals.hardlinks_skipped, 2);
+    assert_eq!(label(&root.join("own")).as_deref(), Some(ORIGINAL));
+}
+
+/// Links that are all inside the tree are labeled, however the directories
+/// holding them are spread over the workers; an inode is written once.
+#[test]
+fn hard_links_all_inside_the_tree_are_labeled() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("volume");
+    let mut names = Vec::new();
+    for d in 0..6 {
+        std::fs::create_dir_all(root.join(format!("d{d}/deeper"))).unwrap();
+    }
+    for i in 0..20 {
+        let first = root.join(format!("d0/f{i}"));
+        std::fs::write(&first, "x").unwrap();
+        names.push(first.clone());
+        // Two or three names per inode, in other directories.
+        for d in 1..(3 + i % 2) {
+            let other = root.join(format!("d{d}/deeper/l{i}"));
+            std::fs::hard_link(&first, &other).unwrap();
+            names.push(other);
+        }
+    }
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
+    assert_eq!(out.totals.hardlinks_skipped, 0, "{out:?}");
+    assert!(out.hardlinks_skipped.is_empty());
+    for n in &names {
+        assert_eq!(label(n).as_deref(), Some(PRIVATE), "{}", n.display());
+    }
+    // 1 root + 12 directories + the names; 20 inodes written, the other
+    // names found their label already right.
+    assert_eq!(out.totals.seen, 13 + names.len() as u64);
+    assert_eq!(out.totals.changed, 13 + 20);
+    assert_eq!(out.totals.unchanged, names.len() as u64 - 20);
+}
+
+/// With the opt-in, hard-linked files are labeled whatever else links them.
+#[test]
+fn the_hard_links_opt_in_labels_a_file_linked_from_outside() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let (root, secret, fifo) = volume_with_outside_links(base.path());
+    let out = run_with(&root, PRIVATE, false, true);
+    assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
+    assert_eq!(out.totals.hardlinks_skipped, 0);
+    assert!(out.hardlinks_skipped.is_empty());
+    assert_eq!(label(&secret).as_deref(), Some(PRIVATE));
+    assert_eq!(label(&fifo).as_deref(), Some(PRIVATE));
+    // And a restore with the opt-in gives them the root's original label.
+    run_with(&root, ORIGINAL, false, true);
+    assert_eq!(label(&secret).as_deref(), Some(ORIGINAL));
 }

@@ -144,13 +144,16 @@ impl Volumes {
 
     /// Resolves, checks and records `path` for container `id`, then labels
     /// the tree, sending running totals to `progress` (resolved root, label
-    /// and totals) until it is done.
+    /// and totals) until it is done. Files with hard links outside the tree
+    /// are left alone unless `hard_links` (recorded: restore then labels
+    /// them too).
     pub async fn relabel(
         &self,
         id: ContainerId,
         path: PathBuf,
         shared: bool,
         cross_mounts: bool,
+        hard_links: bool,
         progress: mpsc::Sender<Progress>,
     ) -> Result<Relabeled, VolumeError> {
         let record = match self.engine.get(&id).await {
@@ -174,6 +177,7 @@ impl Volumes {
                     path: root.clone(),
                     shared,
                     original,
+                    hard_links,
                 },
             )
             .await
@@ -191,11 +195,13 @@ impl Volumes {
                 root,
                 Fixed(label.clone().into_bytes()),
                 cross_mounts,
+                hard_links,
                 Some((progress, label.clone())),
             )
             .await?;
         tracing::info!(container_id = %id, root = %outcome.root.display(), changed = outcome.totals.changed,
             unchanged = outcome.totals.unchanged, failed = outcome.totals.failed,
+            hardlinks_skipped = outcome.totals.hardlinks_skipped,
             seconds = outcome.elapsed.as_secs_f64(), "relabel finished");
         if outcome.totals.failed > 0 {
             return Err(VolumeError::Incomplete(Box::new(outcome)));
@@ -209,6 +215,7 @@ impl Volumes {
         root: PathBuf,
         labels: impl LabelFor + Send + 'static,
         cross_mounts: bool,
+        hard_links: bool,
         progress: Option<(mpsc::Sender<Progress>, String)>,
     ) -> Result<Outcome, VolumeError> {
         let counters = Arc::new(Counters::default());
@@ -234,7 +241,7 @@ impl Volumes {
         let c = counters.clone();
         let result = blocking(move || {
             relabeler
-                .run(&root, &labels, cross_mounts, &c)
+                .run(&root, &labels, cross_mounts, hard_links, &c)
                 .map_err(Into::into)
         })
         .await;
@@ -331,11 +338,20 @@ impl Volumes {
             Err(e) => return Err(fail(e.to_string())),
         }
         let outcome = self
-            .walk(root.path.clone(), BoxedLabels(labels), false, None)
+            // The same hard-link rule as the relabel: a file whose other
+            // links are outside keeps its own label.
+            .walk(
+                root.path.clone(),
+                BoxedLabels(labels),
+                false,
+                root.hard_links,
+                None,
+            )
             .await
             .map_err(|e| fail(e.to_string()))?;
         tracing::info!(container_id = %record.container_id, root = %root.path.display(), %mode,
-            changed = outcome.totals.changed, failed = outcome.totals.failed, "root restored");
+            changed = outcome.totals.changed, failed = outcome.totals.failed,
+            hardlinks_skipped = outcome.totals.hardlinks_skipped, "root restored");
         if outcome.totals.failed > 0 {
             return Err(fail(format!(
                 "{} of {} entries could not be labeled{}",

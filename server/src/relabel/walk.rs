@@ -7,8 +7,18 @@
 //! with `O_NOFOLLOW | O_DIRECTORY` only when a worker takes it: memory and
 //! open descriptors grow with the tree's depth and the pending directories,
 //! never with the number of files.
+//!
+//! Hard links: an entry that is not a directory and has more than one link
+//! (`st_nlink > 1`) may share its inode with a name outside the tree (a
+//! root-only file linked into a volume), and a label is the inode's, not
+//! the name's. So unless [`Options::hard_links`] says otherwise, the walk
+//! counts the names it meets per `(st_dev, st_ino)` and labels such an
+//! inode only when it has met all of its links, through the last one;
+//! inodes with links it never met are left as they are, counted in
+//! [`Totals::hardlinks_skipped`] and named in the walk's [`HardLinks`].
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -58,6 +68,9 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Mount points not entered.
     pub mounts_skipped: AtomicU64,
+    /// Names of hard-linked entries not labeled because the walk did not
+    /// meet all of their links (some may be outside the tree).
+    pub hardlinks_skipped: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one moment.
@@ -73,6 +86,8 @@ pub struct Totals {
     pub failed: u64,
     /// Mount points not entered.
     pub mounts_skipped: u64,
+    /// Hard-linked names left alone: not every link is inside the tree.
+    pub hardlinks_skipped: u64,
 }
 
 impl Counters {
@@ -90,6 +105,7 @@ impl Counters {
         add(&self.unchanged, t.unchanged);
         add(&self.failed, t.failed);
         add(&self.mounts_skipped, t.mounts_skipped);
+        add(&self.hardlinks_skipped, t.hardlinks_skipped);
         *t = Totals::default();
     }
 
@@ -101,6 +117,7 @@ impl Counters {
             unchanged: self.unchanged.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             mounts_skipped: self.mounts_skipped.load(Ordering::Relaxed),
+            hardlinks_skipped: self.hardlinks_skipped.load(Ordering::Relaxed),
         }
     }
 }
@@ -124,6 +141,75 @@ pub struct Options {
     pub cross_mounts: bool,
     /// Worker threads.
     pub threads: usize,
+    /// Label entries with several hard links even when the walk does not
+    /// meet all of them (some may be outside the tree). Off by default:
+    /// see the module documentation.
+    pub hard_links: bool,
+}
+
+/// Hard-linked entries the walk left alone (see the module
+/// documentation): one path per inode, the first [`KEPT_ERRORS`] of them.
+#[derive(Debug, Default)]
+pub struct HardLinks {
+    /// Inodes not yet labeled, by `(st_dev, st_ino)`.
+    pending: HashMap<(u64, u64), Linked>,
+    /// Paths of skipped inodes, filled when the walk ends.
+    skipped: Vec<PathBuf>,
+}
+
+/// An inode with several links, met through some of them.
+#[derive(Debug)]
+struct Linked {
+    /// Names met so far.
+    met: u64,
+    /// The first name met.
+    path: PathBuf,
+}
+
+impl HardLinks {
+    /// The first [`KEPT_ERRORS`] skipped entries, one path per inode.
+    pub fn skipped(&self) -> &[PathBuf] {
+        &self.skipped
+    }
+
+    /// Records meeting one name of an inode with `nlink` links; true when
+    /// every link has now been met (label it, through this name).
+    fn meet(&mut self, key: (u64, u64), nlink: u64, path: impl FnOnce() -> PathBuf) -> Met {
+        let linked = self.pending.entry(key).or_insert_with(|| Linked {
+            met: 0,
+            path: path(),
+        });
+        linked.met += 1;
+        if linked.met >= nlink {
+            let met = linked.met;
+            self.pending.remove(&key);
+            Met::All { met }
+        } else {
+            Met::Some
+        }
+    }
+
+    /// Ends the walk: every inode still pending is skipped. Returns how
+    /// many names that leaves unlabeled.
+    fn finish(&mut self) -> u64 {
+        let mut pending: Vec<Linked> = self.pending.drain().map(|(_, l)| l).collect();
+        pending.sort_by(|a, b| a.path.cmp(&b.path));
+        let names = pending.iter().map(|l| l.met).sum();
+        self.skipped = pending
+            .into_iter()
+            .take(KEPT_ERRORS)
+            .map(|l| l.path)
+            .collect();
+        names
+    }
+}
+
+/// What meeting one more link of an inode means.
+enum Met {
+    /// Others are still to be met: leave it for now.
+    Some,
+    /// This was the last: label it; `met` names in all.
+    All { met: u64 },
 }
 
 enum Source {
@@ -146,6 +232,9 @@ struct Shared<'a> {
     /// Mount points below the root (for entries that are not directories).
     mounts: MountPoints,
     cross_mounts: bool,
+    hard_links: bool,
+    /// Inodes with several links, until all are met.
+    links: &'a Mutex<HardLinks>,
     injector: Injector<Job>,
     stealers: Vec<Stealer<Job>>,
     /// Jobs queued or running; the walk ends when it drops to zero.
@@ -154,7 +243,8 @@ struct Shared<'a> {
 
 /// Labels the tree under the open directory `root` (at `root_path`, used in
 /// messages and policy lookups), root included. Per-entry failures are
-/// counted in `counters` and the first [`KEPT_ERRORS`] kept in `errors`.
+/// counted in `counters` and the first [`KEPT_ERRORS`] kept in `errors`;
+/// hard-linked entries left alone are named in `links`.
 pub fn walk(
     root: OwnedFd,
     root_path: &Path,
@@ -162,6 +252,7 @@ pub fn walk(
     options: Options,
     counters: &Counters,
     errors: &Mutex<Vec<EntryError>>,
+    links: &Mutex<HardLinks>,
 ) -> std::io::Result<()> {
     let root_dev = rustix::fs::fstat(&root)?.st_dev;
     let root_mount = mounts::mount_id(&root);
@@ -180,6 +271,8 @@ pub fn walk(
         root_mount,
         mounts,
         cross_mounts: options.cross_mounts,
+        hard_links: options.hard_links,
+        links,
         injector: Injector::new(),
         stealers: workers.iter().map(Worker::stealer).collect(),
         pending: AtomicUsize::new(1),
@@ -200,6 +293,10 @@ pub fn walk(
                 .expect("spawn a relabel worker");
         }
     });
+    let skipped = links.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    counters
+        .hardlinks_skipped
+        .fetch_add(skipped, Ordering::Relaxed);
     Ok(())
 }
 
@@ -338,10 +435,18 @@ impl Shared<'_> {
                 continue;
             }
             let mut file_type = entry.file_type();
-            if file_type == FileType::Unknown {
-                // Some file systems do not fill d_type.
+            let mut stat = None;
+            // Some file systems do not fill d_type; and unless told to
+            // label hard links anyway, the link count of every entry that
+            // is not a directory is needed.
+            if file_type == FileType::Unknown
+                || (!self.hard_links && file_type != FileType::Directory)
+            {
                 match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => file_type = FileType::from_raw_mode(st.st_mode),
+                    Ok(st) => {
+                        file_type = FileType::from_raw_mode(st.st_mode);
+                        stat = Some(st);
+                    }
                     Err(e) => {
                         tally.seen += 1;
                         self.fail(tally, || child(&job.path, name), describe(e.into(), true));
@@ -366,6 +471,21 @@ impl Shared<'_> {
                 _ => Kind::Other,
             };
             tally.seen += 1;
+            // Other names this label lands on (already met links of the
+            // same inode), counted as already right once it is written.
+            let mut others = 0;
+            if let Some(st) = stat.filter(|st| !self.hard_links && st.st_nlink > 1) {
+                let met = self.links.lock().unwrap_or_else(|e| e.into_inner()).meet(
+                    (st.st_dev, st.st_ino),
+                    st.st_nlink,
+                    || child(&job.path, name),
+                );
+                match met {
+                    Met::Some => continue,
+                    Met::All { met } => others = met - 1,
+                }
+            }
+            tally.unchanged += others;
             let want = match self.labels.fixed() {
                 Some(label) => Ok(Some(Cow::Borrowed(label))),
                 None => self.labels.label_for(&child(&job.path, name), kind),

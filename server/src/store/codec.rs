@@ -138,6 +138,8 @@ struct RootV1 {
     shared: bool,
     #[prost(string, optional, tag = "3")]
     original: Option<String>,
+    #[prost(bool, tag = "4")]
+    hard_links: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -194,6 +196,7 @@ pub fn encode_allocation(r: &AllocationRecord) -> Vec<u8> {
                 path: root.path.as_os_str().as_bytes().to_vec(),
                 shared: root.shared,
                 original: root.original.clone(),
+                hard_links: root.hard_links,
             })
             .collect(),
     }
@@ -232,6 +235,7 @@ pub fn decode_allocation(bytes: &[u8]) -> Result<AllocationRecord, DecodeError> 
                     path,
                     shared: root.shared,
                     original: root.original,
+                    hard_links: root.hard_links,
                 })
             })
             .collect::<Result<_, _>>()?,
@@ -325,11 +329,13 @@ mod tests {
                     path: PathBuf::from(OsString::from_vec(b"/srv/vol\xff".to_vec())),
                     shared: false,
                     original: Some("system_u:object_r:var_t:s0".into()),
+                    hard_links: true,
                 },
                 RelabeledRoot {
                     path: "/srv/shared".into(),
                     shared: true,
                     original: None,
+                    hard_links: false,
                 },
             ],
         }
@@ -400,6 +406,7 @@ mod tests {
                 path: b"srv/vol".to_vec(),
                 shared: false,
                 original: None,
+                hard_links: false,
             }],
             ..Default::default()
         };

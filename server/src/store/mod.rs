@@ -76,6 +76,10 @@ pub struct RelabeledRoot {
     pub shared: bool,
     /// The root's label before its first relabel; `None` if it had none.
     pub original: Option<String>,
+    /// Some relabel of it labeled hard-linked files whose other links may
+    /// be outside the tree (the opt-in); restore then does the same, so
+    /// that no file keeps the pair once it is freed.
+    pub hard_links: bool,
 }
 
 impl AllocationRecord {

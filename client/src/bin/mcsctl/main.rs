@@ -126,6 +126,10 @@ enum Command {
         /// Also enter file systems mounted below the root
         #[arg(long)]
         cross_mounts: bool,
+        /// Also label files with hard links outside the volume (by default
+        /// they keep their label: they may be host files linked into it)
+        #[arg(long)]
+        hard_links: bool,
     },
     /// Release every allocation of OWNER except the containers that still exist
     Reconcile {
@@ -254,6 +258,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "restored": response.restored.iter().map(|r| json!({
                             "path": r.path, "mode": r.mode, "changed": r.changed,
                             "failed": r.failed, "note": r.error,
+                            "hardlinks_skipped": r.hardlinks_skipped,
                         })).collect::<Vec<_>>(),
                     }),
                 )?,
@@ -276,8 +281,16 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     match r.error.as_str() {
                         "" => writeln!(
                             out,
-                            "restored {} ({}): {} changed",
-                            r.path, r.mode, r.changed
+                            "restored {} ({}): {} changed{}",
+                            r.path,
+                            r.mode,
+                            r.changed,
+                            match r.hardlinks_skipped {
+                                0 => String::new(),
+                                n => format!(
+                                    ", {n} hard-linked name(s) left alone (links outside the tree)"
+                                ),
+                            }
                         )?,
                         note => writeln!(out, "left {} as is: {note}", r.path)?,
                     }
@@ -400,6 +413,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             path,
             shared,
             cross_mounts,
+            hard_links,
         } => {
             // Resolve relative paths here: mcsd has its own working directory.
             let path = std::path::absolute(&path).map_err(|e| {
@@ -410,6 +424,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 path: path.display().to_string(),
                 shared,
                 cross_mounts,
+                hard_links,
             };
             let mut stream = client.relabel(request).await?;
             relabel::show(&mut stream, format, out).await?;

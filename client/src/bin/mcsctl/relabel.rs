@@ -65,14 +65,37 @@ pub async fn show(
                 "unchanged": s.unchanged,
                 "failed": s.failed,
                 "mounts_skipped": s.mounts_skipped,
+                "hardlinks_skipped": s.hardlinks_skipped,
+                "hardlinks_skipped_paths": s.hardlinks_skipped_paths,
                 "seconds": s.seconds,
             }),
         )?,
         Format::Table | Format::Wide => writeln!(
             out,
-            "relabeled {} to {}: {} entries, {} changed, {} already right, {} failed, {} mount(s) not entered, {:.2} s",
-            s.root, s.label, s.seen, s.changed, s.unchanged, s.failed, s.mounts_skipped, s.seconds
+            "relabeled {} to {}: {} entries, {} changed, {} already right, {} failed, {} mount(s) not entered, {} hard-linked entries left alone{}, {:.2} s",
+            s.root,
+            s.label,
+            s.seen,
+            s.changed,
+            s.unchanged,
+            s.failed,
+            s.mounts_skipped,
+            s.hardlinks_skipped,
+            hard_links_named(&s),
+            s.seconds
         )?,
     }
     Ok(())
+}
+
+/// The skipped hard links for the summary line: the first paths, and the
+/// way to label them anyway.
+fn hard_links_named(s: &RelabelProgress) -> String {
+    if s.hardlinks_skipped == 0 {
+        return String::new();
+    }
+    format!(
+        " (not all their links are inside; --hard-links labels them anyway; first: {})",
+        s.hardlinks_skipped_paths.join(", ")
+    )
 }
