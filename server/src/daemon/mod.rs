@@ -35,6 +35,8 @@ use crate::systemd;
 
 mod reload;
 mod run;
+#[cfg(test)]
+mod tests;
 
 pub use run::run;
 
@@ -71,6 +73,34 @@ async fn adopt_running(engine: &Engine, proc_root: &Path) -> Result<(), DaemonEr
         released_gone = adopted.released.len(),
         "scanned running processes for labels in use"
     );
+    Ok(())
+}
+
+/// Makes the configured reservations in the store those the file lists now,
+/// as a reload does: each listed one is reserved (marked as this node's
+/// configuration's), and each this node's configuration made earlier but no
+/// longer lists (removed while mcsd was down) is removed. Reservations made
+/// with `mcsctl reserve`, and those another node's configuration holds,
+/// stay.
+async fn reconcile_reservations(
+    engine: &Engine,
+    configured: &[crate::reservation::Reservation],
+) -> Result<(), AllocError> {
+    for reservation in configured {
+        let r = engine.reserve_configured(*reservation).await?;
+        if r.created {
+            tracing::info!(%reservation, covered = r.covered, "reserved by the configuration");
+        }
+    }
+    for record in engine.reservations().await? {
+        let reservation = record.reservation;
+        if record.configured_by.as_deref() == Some(engine.node())
+            && !configured.contains(&reservation)
+        {
+            let done = engine.unreserve(reservation).await?;
+            tracing::info!(%reservation, freed = done.freed, "unreserved: no longer in the configuration");
+        }
+    }
     Ok(())
 }
 
@@ -200,15 +230,9 @@ impl Daemon {
             adopt_running(&engine, &config.proc_root).await?;
         }
 
-        for reservation in &config.reservations {
-            let r = engine
-                .reserve(*reservation)
-                .await
-                .map_err(DaemonError::Adopt)?;
-            if r.created {
-                tracing::info!(%reservation, covered = r.covered, "reserved by the configuration");
-            }
-        }
+        reconcile_reservations(&engine, &config.reservations)
+            .await
+            .map_err(DaemonError::Adopt)?;
 
         let mut socket = match systemd::listen_fd().map_err(DaemonError::Activation)? {
             Some(fd) => {

@@ -6,13 +6,18 @@ use std::sync::Arc;
 use super::Daemon;
 use crate::auth::Policy;
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::relabel::{FromPolicy, Relabeler, RestoreMode};
+use crate::reservation::Reservation;
 
 impl Daemon {
     /// Applies a new configuration while running: roles, relabel rules and
-    /// configured reservations. Settings that only a restart can change
-    /// (range, state directory, socket, node name, store) refuse the whole reload, so nothing
-    /// is half applied. Returns what changed, in words.
+    /// configured reservations, all or nothing. Settings that only a restart
+    /// can change (range, state directory, socket, node name, store) refuse
+    /// the whole reload. Everything is checked and prepared first; the
+    /// reservations are applied next (undone if one fails, which refuses
+    /// the reload); only then are roles, relabel rules and the configuration
+    /// in force replaced. Returns what changed, in words.
     pub async fn reload(&self, new: Config) -> Result<Vec<String>, String> {
         let old = self
             .config
@@ -51,15 +56,24 @@ impl Daemon {
             FromPolicy::new()
                 .map_err(|e| format!("relabel.restore = \"policy\": {e}. Nothing was changed"))?;
         }
-        let mut changes = Vec::new();
-        if new.auth != old.auth {
-            let policy = Policy::new(new.auth.clone(), rustix::process::geteuid().as_raw());
-            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
-            changes.push("roles ([auth]) replaced".to_owned());
+        for r in &new.reservations {
+            if !r.fits(new.range) {
+                return Err(format!(
+                    "reservation {r} lies outside the categories {}. Nothing was changed",
+                    new.range
+                ));
+            }
         }
-        if new.relabel != old.relabel {
-            let relabeler = Arc::new(Relabeler::new(new.relabel.clone(), &new.state_dir));
-            *self.relabeler.write().unwrap_or_else(|e| e.into_inner()) = relabeler;
+        // Everything is prepared before anything is applied, and the
+        // reservations (the only step that can fail now) go first: a
+        // failure leaves roles, relabel rules and the configuration as
+        // they were.
+        let mut changes = Vec::new();
+        let policy = (new.auth != old.auth).then(|| {
+            changes.push("roles ([auth]) replaced".to_owned());
+            Policy::new(new.auth.clone(), rustix::process::geteuid().as_raw())
+        });
+        let relabeler = (new.relabel != old.relabel).then(|| {
             changes.push(format!(
                 "relabel rules replaced (allowlist: {}, restore: {})",
                 if new.relabel.allowlist.is_empty() {
@@ -74,30 +88,30 @@ impl Daemon {
                 },
                 new.relabel.restore
             ));
-        }
-        for r in new
+            Arc::new(Relabeler::new(new.relabel.clone(), &new.state_dir))
+        });
+        let added: Vec<Reservation> = new
             .reservations
             .iter()
             .filter(|r| !old.reservations.contains(r))
-        {
-            let done = self
-                .engine
-                .reserve(*r)
-                .await
-                .map_err(|e| format!("reserving {r}: {e}"))?;
-            changes.push(format!("reserved {r} ({} pairs covered)", done.covered));
-        }
-        for r in old
+            .copied()
+            .collect();
+        let removed: Vec<Reservation> = old
             .reservations
             .iter()
             .filter(|r| !new.reservations.contains(r))
-        {
-            let done = self
-                .engine
-                .unreserve(*r)
+            .copied()
+            .collect();
+        changes.extend(
+            apply_reservations(&self.engine, &added, &removed)
                 .await
-                .map_err(|e| format!("unreserving {r}: {e}"))?;
-            changes.push(format!("unreserved {r} ({} pairs free again)", done.freed));
+                .map_err(|e| format!("{e}. Nothing was changed"))?,
+        );
+        if let Some(policy) = policy {
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        }
+        if let Some(relabeler) = relabeler {
+            *self.relabeler.write().unwrap_or_else(|e| e.into_inner()) = relabeler;
         }
         let later = [
             (
@@ -119,4 +133,63 @@ impl Daemon {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = new;
         Ok(changes)
     }
+}
+
+/// Reserves `added` (as configured by this node) and removes `removed`, all
+/// or nothing: when one step fails, the steps already made are undone (as
+/// far as the store lets; what cannot be undone is logged) and the error
+/// says which failed. Returns what changed, in words.
+pub(super) async fn apply_reservations(
+    engine: &Engine,
+    added: &[Reservation],
+    removed: &[Reservation],
+) -> Result<Vec<String>, String> {
+    let mut changes = Vec::new();
+    let mut reserved = Vec::new();
+    let mut unreserved = Vec::new();
+    let mut failure = None;
+    for r in added {
+        match engine.reserve_configured(*r).await {
+            Ok(done) => {
+                if done.created {
+                    reserved.push(*r);
+                }
+                changes.push(format!("reserved {r} ({} pairs covered)", done.covered));
+            }
+            Err(e) => {
+                failure = Some(format!("reserving {r}: {e}"));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        for r in removed {
+            match engine.unreserve(*r).await {
+                Ok(done) => {
+                    if done.removed {
+                        unreserved.push(*r);
+                    }
+                    changes.push(format!("unreserved {r} ({} pairs free again)", done.freed));
+                }
+                Err(e) => {
+                    failure = Some(format!("unreserving {r}: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    let Some(failure) = failure else {
+        return Ok(changes);
+    };
+    for r in unreserved.iter().rev() {
+        if let Err(e) = engine.reserve_configured(*r).await {
+            tracing::error!(reservation = %r, error = %e, "cannot undo unreserving after a failed reload");
+        }
+    }
+    for r in reserved.iter().rev() {
+        if let Err(e) = engine.unreserve(*r).await {
+            tracing::error!(reservation = %r, error = %e, "cannot undo reserving after a failed reload");
+        }
+    }
+    Err(failure)
 }

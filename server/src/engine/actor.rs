@@ -64,6 +64,9 @@ enum Change {
     },
     Reserve {
         record: ReservationRecord,
+        /// The record replaced when an existing reservation is marked as
+        /// configured (None when the reservation is new).
+        replaced: Option<ReservationRecord>,
         covered: u64,
         held: u64,
         reply: Reply<Reserved>,
@@ -122,14 +125,20 @@ impl Change {
             }
             Change::Reserve {
                 record,
+                replaced,
                 covered,
                 held,
                 reply,
             } => {
-                tracing::info!(reservation = %record.reservation, covered, held, "reserved");
+                if replaced.is_none() {
+                    tracing::info!(reservation = %record.reservation, covered, held, "reserved");
+                } else {
+                    tracing::info!(reservation = %record.reservation, configured_by = record.configured_by.as_deref().unwrap_or(""),
+                        "existing reservation now held by the configuration");
+                }
                 let _ = reply.send(Ok(Reserved {
                     record,
-                    created: true,
+                    created: replaced.is_none(),
                     covered,
                     held,
                 }));
@@ -161,9 +170,21 @@ impl Change {
             Change::Release { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            Change::Reserve { record, reply, .. } => {
-                view.reservations.remove(&record.reservation);
-                view.pool.unreserve(record.reservation);
+            Change::Reserve {
+                record,
+                replaced,
+                reply,
+                ..
+            } => {
+                match replaced {
+                    Some(old) => {
+                        view.reservations.insert(record.reservation, old);
+                    }
+                    None => {
+                        view.reservations.remove(&record.reservation);
+                        view.pool.unreserve(record.reservation);
+                    }
+                }
                 let _ = reply.send(Err(error));
             }
             Change::Unreserve { reply, .. } => {
@@ -313,7 +334,7 @@ impl Actor {
                     let _ = reply.send(Err(AllocError::Store(e.clone())));
                     continue;
                 }
-                (Some(e), Command::Reserve(_, reply)) => {
+                (Some(e), Command::Reserve(_, _, reply)) => {
                     let _ = reply.send(Err(AllocError::Store(e.clone())));
                     continue;
                 }
@@ -338,7 +359,9 @@ impl Actor {
                     self.plan_add_root(id, root, reply, &touched, attempt + 1)
                         .await
                 }
-                Command::Reserve(r, reply) => self.plan_reserve(r, reply, &touched),
+                Command::Reserve(r, configured_by, reply) => {
+                    self.plan_reserve(r, configured_by, reply, &touched)
+                }
                 Command::Unreserve(r, reply) => self.plan_unreserve(r, reply, &touched),
                 Command::Shutdown(done) => {
                     shutdown = Some(done);
@@ -745,6 +768,7 @@ impl Actor {
     fn plan_reserve(
         &mut self,
         reservation: Reservation,
+        configured_by: Option<String>,
         reply: Reply<Reserved>,
         touched: &HashSet<Entity>,
     ) -> Step {
@@ -756,7 +780,7 @@ impl Actor {
             );
         }
         if touched.contains(&Entity::Reservation(reservation)) {
-            return Step::Defer(Command::Reserve(reservation, reply));
+            return Step::Defer(Command::Reserve(reservation, configured_by, reply));
         }
         if let Some(record) = self.view.reservations.get(&reservation) {
             let covered = reservation.covered(range);
@@ -764,6 +788,29 @@ impl Actor {
                 .iter()
                 .filter(|&&i| self.view.pool.is_held(i))
                 .count();
+            if configured_by.is_some() && record.configured_by.is_none() {
+                // The configuration takes over an operator's reservation.
+                let replaced = record.clone();
+                let record = ReservationRecord {
+                    configured_by,
+                    ..replaced.clone()
+                };
+                self.view.reservations.insert(reservation, record.clone());
+                return Step::Change(
+                    Txn(vec![Op::ReplaceReservation {
+                        old: replaced.clone(),
+                        new: record.clone(),
+                    }]),
+                    vec![Entity::Reservation(reservation)],
+                    Change::Reserve {
+                        record,
+                        replaced: Some(replaced),
+                        covered: covered.len() as u64,
+                        held: held as u64,
+                        reply,
+                    },
+                );
+            }
             let existing = Reserved {
                 record: record.clone(),
                 created: false,
@@ -775,6 +822,7 @@ impl Actor {
         let record = ReservationRecord {
             reservation,
             created_at: store::now(),
+            configured_by,
         };
         let (covered, held) = self.view.pool.reserve(reservation);
         self.view.reservations.insert(reservation, record.clone());
@@ -783,6 +831,7 @@ impl Actor {
             vec![Entity::Reservation(reservation)],
             Change::Reserve {
                 record,
+                replaced: None,
                 covered,
                 held,
                 reply,

@@ -154,6 +154,7 @@ mod tests {
         let record = ReservationRecord {
             reservation,
             created_at: UNIX_EPOCH,
+            configured_by: None,
         };
         for _ in 0..2 {
             let change = StoreChange::Reservation {

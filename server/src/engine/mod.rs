@@ -150,7 +150,8 @@ enum Command {
     Allocate(AllocateRequest, Reply<Allocated>),
     Release(ContainerId, Reply<Released>),
     AddRoot(ContainerId, RelabeledRoot, Reply<AllocationRecord>),
-    Reserve(Reservation, Reply<Reserved>),
+    /// A reservation, with the node whose configuration asks for it.
+    Reserve(Reservation, Option<String>, Reply<Reserved>),
     Unreserve(Reservation, Reply<Unreserved>),
     Stats(oneshot::Sender<Stats>),
     Reservations(oneshot::Sender<Vec<ReservationRecord>>),
@@ -263,9 +264,25 @@ impl Engine {
         self.call(|tx| Command::Release(id, tx)).await
     }
 
-    /// Adds a reservation; durable before it returns.
+    /// Adds a reservation an operator asked for; durable before it returns.
     pub async fn reserve(&self, reservation: Reservation) -> Result<Reserved, AllocError> {
-        self.call(|tx| Command::Reserve(reservation, tx)).await
+        self.call(|tx| Command::Reserve(reservation, None, tx))
+            .await
+    }
+
+    /// Adds a reservation this node's configuration file asks for, marked
+    /// as such ([`ReservationRecord::configured_by`]) so a later start can
+    /// drop it once the file no longer lists it. An existing operator
+    /// reservation is marked too (the file now asks for it, as a reload
+    /// would treat it); one another node's configuration holds is left
+    /// as it is. Durable before it returns.
+    pub async fn reserve_configured(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Reserved, AllocError> {
+        let node = self.node().to_owned();
+        self.call(|tx| Command::Reserve(reservation, Some(node), tx))
+            .await
     }
 
     /// Removes a reservation; durable before it returns.

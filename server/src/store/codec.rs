@@ -171,6 +171,9 @@ struct ReservationV1 {
     target: String,
     #[prost(int64, tag = "2")]
     created_at_ms: i64,
+    /// Node whose configuration holds it; empty for an operator's.
+    #[prost(string, tag = "3")]
+    configured_by: String,
 }
 
 /// Encodes an allocation record.
@@ -293,6 +296,7 @@ pub fn encode_reservation(r: &ReservationRecord) -> Vec<u8> {
     ReservationV1 {
         target: r.reservation.to_string(),
         created_at_ms: millis(r.created_at),
+        configured_by: r.configured_by.clone().unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -307,6 +311,7 @@ pub fn decode_reservation(bytes: &[u8]) -> Result<ReservationRecord, DecodeError
             .parse()
             .map_err(|e: crate::level::LevelError| bad(e.to_string()))?,
         created_at: time(m.created_at_ms),
+        configured_by: Some(m.configured_by).filter(|node| !node.is_empty()),
     })
 }
 
@@ -358,8 +363,17 @@ mod tests {
         let res = ReservationRecord {
             reservation: "c5".parse().unwrap(),
             created_at: r.created_at,
+            configured_by: None,
         };
         assert_eq!(decode_reservation(&encode_reservation(&res)).unwrap(), res);
+        let configured = ReservationRecord {
+            configured_by: Some("node-a".into()),
+            ..res
+        };
+        assert_eq!(
+            decode_reservation(&encode_reservation(&configured)).unwrap(),
+            configured
+        );
         assert_eq!(decode_pair_key(&pair_key(r.level)).unwrap(), r.level);
     }
 

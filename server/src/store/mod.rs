@@ -130,6 +130,12 @@ pub struct ReservationRecord {
     pub reservation: Reservation,
     /// When it was made.
     pub created_at: SystemTime,
+    /// The node whose configuration file (`reservations` in mcsd.toml)
+    /// holds it, so that node's next start can drop it once the file no
+    /// longer does; `None` for one made with `mcsctl reserve` (and for
+    /// records written before mcsd recorded this), which only an operator
+    /// removes.
+    pub configured_by: Option<String>,
 }
 
 /// One change to the store. Variants that replace or remove something carry
@@ -174,6 +180,14 @@ pub enum Op {
     PutReservation(ReservationRecord),
     /// Delete `r/<reservation>`.
     DeleteReservation(ReservationRecord),
+    /// Replace `r/<reservation>`, which holds `old`, with `new` (same
+    /// reservation): the configuration taking over an operator's.
+    ReplaceReservation {
+        /// The record there now.
+        old: ReservationRecord,
+        /// What replaces it.
+        new: ReservationRecord,
+    },
 }
 
 /// Changes that are applied all together or not at all.

@@ -84,6 +84,11 @@ pub(super) fn plan(txn: &Txn) -> Planned {
                 Expect::Value(codec::encode_reservation(r)),
                 None,
             ),
+            Op::ReplaceReservation { old, new } => (
+                codec::reservation_key(new.reservation),
+                Expect::Value(codec::encode_reservation(old)),
+                Some(codec::encode_reservation(new)),
+            ),
         };
         p.expects.push((key.clone(), expect));
         p.writes.push((key, write));

@@ -271,6 +271,10 @@ fn add_to_batch(batch: &mut sled::Batch, op: &Op) {
             codec::encode_reservation(r),
         ),
         Op::DeleteReservation(r) => batch.remove(codec::reservation_key(r.reservation)),
+        Op::ReplaceReservation { new, .. } => batch.insert(
+            codec::reservation_key(new.reservation),
+            codec::encode_reservation(new),
+        ),
     }
 }
 
