@@ -29,6 +29,57 @@ pub use mcs_proto::v1 as proto;
 /// Socket path used when none is given and `$MCSD_SOCKET` is unset.
 pub const DEFAULT_SOCKET: &str = "/run/mcsd/mcsd.sock";
 
+/// Most bytes of one streamed Reconcile message, encoded. mcsd refuses
+/// messages over 64 KiB (`OUT_OF_RANGE`); half that leaves room for the
+/// owner and any field a later version adds.
+pub const RECONCILE_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Encoded size of a string field holding `len` bytes: tag, length, bytes.
+fn string_field_len(len: usize) -> usize {
+    let mut varint = 1;
+    let mut rest = len >> 7;
+    while rest > 0 {
+        varint += 1;
+        rest >>= 7;
+    }
+    1 + varint + len
+}
+
+/// Splits a Reconcile into messages of at most [`RECONCILE_CHUNK_BYTES`]
+/// encoded (an id larger than that alone goes in a message of its own, for
+/// mcsd to refuse): the first names the owner, every one carries `dry_run`.
+fn reconcile_messages(
+    owner: String,
+    keep: Vec<String>,
+    dry_run: bool,
+) -> Vec<proto::ReconcileRequest> {
+    // Owner and dry_run, counted in every message for simplicity.
+    let fixed = string_field_len(owner.len()) + 2;
+    let mut messages = Vec::new();
+    let mut current = proto::ReconcileRequest {
+        owner,
+        keep: Vec::new(),
+        dry_run,
+    };
+    let mut size = fixed;
+    for id in keep {
+        let cost = string_field_len(id.len());
+        if !current.keep.is_empty() && size + cost > RECONCILE_CHUNK_BYTES {
+            let next = proto::ReconcileRequest {
+                owner: String::new(),
+                keep: Vec::new(),
+                dry_run,
+            };
+            messages.push(std::mem::replace(&mut current, next));
+            size = fixed;
+        }
+        size += cost;
+        current.keep.push(id);
+    }
+    messages.push(current);
+    messages
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -170,34 +221,16 @@ impl Client {
     }
 
     /// Releases every allocation of `owner` whose id is not in `keep` (and
-    /// that was made before this call). The ids are streamed in chunks, so
-    /// any number fits.
+    /// that was made before this call). The ids are streamed in messages of
+    /// at most [`RECONCILE_CHUNK_BYTES`] encoded, so any number fits under
+    /// mcsd's message limit (the daemon bounds the whole set, though).
     pub async fn reconcile(
         &mut self,
         owner: impl Into<String>,
         keep: Vec<String>,
         dry_run: bool,
     ) -> Result<proto::ReconcileResponse, ClientError> {
-        const CHUNK: usize = 1024;
-        let owner = owner.into();
-        let mut messages = Vec::with_capacity(keep.len() / CHUNK + 1);
-        let mut ids = keep.into_iter().peekable();
-        loop {
-            let chunk: Vec<String> = ids.by_ref().take(CHUNK).collect();
-            messages.push(proto::ReconcileRequest {
-                owner: if messages.is_empty() {
-                    owner.clone()
-                } else {
-                    String::new()
-                },
-                keep: chunk,
-                dry_run,
-            });
-            if ids.peek().is_none() {
-                break;
-            }
-        }
-        let stream = tokio_stream::iter(messages);
+        let stream = tokio_stream::iter(reconcile_messages(owner.into(), keep, dry_run));
         Ok(self.inner.reconcile(stream).await?.into_inner())
     }
 
@@ -287,4 +320,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn reconcile_messages_stay_under_the_chunk_size_and_keep_every_id() {
+        for len in [1, 64, 127, 128, 300] {
+            let keep: Vec<String> = (0..5000).map(|i| format!("{i:0>len$}")).collect();
+            let messages = reconcile_messages("podman".into(), keep.clone(), true);
+            assert_eq!(
+                messages.len() > 1,
+                len >= 64,
+                "{len}: {} messages",
+                messages.len()
+            );
+            assert_eq!(messages[0].owner, "podman");
+            for m in &messages {
+                assert!(
+                    m.encoded_len() <= RECONCILE_CHUNK_BYTES,
+                    "{len}: {}",
+                    m.encoded_len()
+                );
+                assert!(m.dry_run);
+                assert!(!m.keep.is_empty());
+            }
+            assert!(messages[1..].iter().all(|m| m.owner.is_empty()));
+            let streamed: Vec<String> = messages.into_iter().flat_map(|m| m.keep).collect();
+            assert_eq!(streamed, keep);
+        }
+        let none = reconcile_messages("podman".into(), vec![], false);
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].owner, "podman");
+    }
 }

@@ -180,3 +180,21 @@ async fn reconcile_releases_what_the_runtime_no_longer_has() {
     assert_eq!(err.code(), Some(Code::InvalidArgument));
     assert!(err.to_string().contains("owner"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_takes_thousands_of_real_length_container_ids() {
+    let d = TestDaemon::start("c0.c9");
+    let mut c = d.client().await;
+    // Runtimes name containers with 64 hex characters.
+    let hex = |i: u64| format!("{:016x}", i).repeat(4);
+    let kept = hex(0xfeed);
+    c.allocate(Allocate::new(&kept).owner("podman"))
+        .await
+        .unwrap();
+    let mut keep: Vec<String> = (0..5000).map(hex).collect();
+    keep.push(kept.clone());
+    assert!(keep.iter().all(|id| id.len() == 64));
+    let r = c.reconcile("podman", keep, true).await.unwrap();
+    assert_eq!((r.released.len(), r.kept, r.unknown), (0, 1, 5000));
+    c.get(&kept).await.unwrap();
+}
