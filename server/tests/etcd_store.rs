@@ -281,6 +281,9 @@ enum Feed {
     /// Every change reported [`LATE`]: watch latency made large enough to
     /// race against for certain.
     Late,
+    /// Nothing reported until the gate opens (`true`): the engine commits
+    /// as much as it likes before its feed reports any of it.
+    Gated(tokio::sync::watch::Receiver<bool>),
 }
 
 /// The real etcd store with its change feed altered.
@@ -323,12 +326,18 @@ impl Store for Altered {
         self.0.close().await
     }
     fn changes(&self) -> Option<Box<dyn ChangeFeed>> {
-        match self.1 {
+        match &self.1 {
             Feed::Off => None,
             Feed::Late => self.0.changes().map(|inner| {
                 Box::new(LateFeed {
                     inner,
                     pending: None,
+                }) as Box<dyn ChangeFeed>
+            }),
+            Feed::Gated(gate) => self.0.changes().map(|inner| {
+                Box::new(GatedFeed {
+                    inner,
+                    gate: gate.clone(),
                 }) as Box<dyn ChangeFeed>
             }),
         }
@@ -501,6 +510,102 @@ impl ChangeFeed for LateFeed {
     fn try_next(&mut self) -> Option<Vec<StoreChange>> {
         None
     }
+}
+
+/// A feed that reports nothing while its gate is shut. Waiting on the gate
+/// is cancellation safe, and so is the inner feed.
+struct GatedFeed {
+    inner: Box<dyn ChangeFeed>,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl ChangeFeed for GatedFeed {
+    async fn next(&mut self) -> Option<Vec<StoreChange>> {
+        // A dropped sender counts as open.
+        let _ = self.gate.wait_for(|open| *open).await;
+        self.inner.next().await
+    }
+    fn try_next(&mut self) -> Option<Vec<StoreChange>> {
+        if *self.gate.borrow() {
+            self.inner.try_next()
+        } else {
+            None
+        }
+    }
+}
+
+/// Waits until the engine counts `held` held pairs, and returns its stats
+/// then.
+async fn held(engine: &Engine, held: u64) -> mcsd::engine::Stats {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = engine.stats().await.unwrap();
+        if stats.pool.held == held {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {held} held pairs: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the store itself holds: allocations and held pairs.
+async fn store_counts(store: &EtcdStore) -> (u64, u64) {
+    let allocations = store.allocations(None, 10_000).await.unwrap().len() as u64;
+    (allocations, store.held_count().await.unwrap().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_writes_to_one_key_before_the_feed_catches_up_are_not_taken_for_another_instance() {
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/own/");
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let store = Altered(
+        EtcdStore::connect(&settings, range("c0.c9")).await.unwrap(),
+        Feed::Gated(gate),
+    );
+    let engine = Engine::start(Arc::new(store), engine_config("c0.c9"))
+        .await
+        .unwrap();
+    // The same container and pair written again and again (allocated,
+    // released, allocated at the same level, released) while the feed
+    // reports nothing.
+    let first = engine.allocate(request("x")).await.unwrap().record.level;
+    engine
+        .release(ContainerId::new("x").unwrap())
+        .await
+        .unwrap();
+    let again = AllocateRequest {
+        level: Some(first),
+        ..request("x")
+    };
+    engine.allocate(again).await.unwrap();
+    engine
+        .release(ContainerId::new("x").unwrap())
+        .await
+        .unwrap();
+    engine.allocate(request("kept")).await.unwrap();
+    assert_eq!(engine.stats().await.unwrap().containers, 1);
+
+    // The feed reports all of it, then one change of another instance; once
+    // the engine shows that one, it has applied everything before it.
+    open.send(true).unwrap();
+    let other = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let theirs = record("theirs", "s0:c8,c9");
+    assert_eq!(other.commit(vec![claim(&theirs)]).await, vec![Ok(())]);
+    // Pairs are state, not counts: the pool reaches 2 held either way, and
+    // theirs came in the same watch response as their pair.
+    let stats = held(&engine, 2).await;
+    assert_eq!(
+        store_counts(&other).await,
+        (stats.containers, stats.pool.held),
+        "the view's counts drifted from the store's: {stats:?}"
+    );
+    assert_eq!(stats.pool.free, stats.pool.total - 2);
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

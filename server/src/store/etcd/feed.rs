@@ -3,8 +3,8 @@
 //!
 //! The watch starts right after the revision the latest load read, so no
 //! change falls between the snapshot and the feed. It also reports this
-//! instance's own commits; those are recognised by revision ([`OwnWrites`])
-//! and dropped, since the engine applied them already. A pair or
+//! instance's own commits; those are recognised by revision ([`OwnWrites`]:
+//! one etcd revision is one transaction) and dropped, since the engine applied them already. A pair or
 //! reservation change older than this instance's own later write to the
 //! same key is dropped too: the pool holds the state of those keys, and the
 //! later write decided it. Record changes (allocations, groups) move
@@ -14,7 +14,7 @@
 //! lost its leader) the feed reports [`StoreChange::Resync`] once and stops;
 //! the engine reloads and starts a new feed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -28,31 +28,66 @@ use crate::store::{ChangeFeed, StoreChange};
 /// Watch responses buffered between the watch task and the engine.
 const BUFFER: usize = 1024;
 
-/// Keys this instance wrote, with the revision of its latest write to
-/// each, until the watch has gone past that revision.
+/// What this instance committed, until the watch has gone past it.
+///
+/// Every successful etcd transaction gets a revision of its own, so the
+/// revisions of this instance's commits say exactly which watch events are
+/// its own writes, however often it wrote the same key before the watch
+/// caught up. For pairs and reservations (state, not counts) it also keeps
+/// the revision of its latest write to each key, so an older change to such
+/// a key, which that write decided, is dropped too.
 #[derive(Debug, Default)]
-pub(super) struct OwnWrites(Mutex<HashMap<Vec<u8>, i64>>);
+pub(super) struct OwnWrites(Mutex<Own>);
+
+#[derive(Debug, Default)]
+struct Own {
+    /// Revisions of this instance's commits.
+    revisions: BTreeSet<i64>,
+    /// Latest own write to each pair or reservation key.
+    latest: HashMap<Vec<u8>, i64>,
+}
+
+/// Whether `key` (logical) holds state the pool keeps rather than a record
+/// that moves counters.
+fn absolute(key: &[u8]) -> bool {
+    key.starts_with(codec::PAIR_PREFIX) || key.starts_with(codec::RESERVATION_PREFIX)
+}
 
 impl OwnWrites {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, i64>> {
+    fn own(&self) -> std::sync::MutexGuard<'_, Own> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A commit at `revision` wrote `keys`.
     pub fn record<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, revision: i64) {
-        let mut map = self.map();
-        for key in keys {
-            map.insert(key.to_vec(), revision);
+        let mut own = self.own();
+        own.revisions.insert(revision);
+        for key in keys.into_iter().filter(|k| absolute(k)) {
+            own.latest.insert(key.to_vec(), revision);
         }
     }
 
     /// Forgets writes at or before `revision`: nothing older will come.
     pub fn forget_through(&self, revision: i64) {
-        self.map().retain(|_, r| *r > revision);
+        let mut own = self.own();
+        own.revisions = own.revisions.split_off(&(revision + 1));
+        own.latest.retain(|_, r| *r > revision);
     }
 
-    fn latest(&self, key: &[u8]) -> Option<i64> {
-        self.map().get(key).copied()
+    /// Whether a change to logical `key` at `revision` is to be dropped:
+    /// this instance made it, or it is an older change to a pair or
+    /// reservation this instance wrote later.
+    fn drops(&self, key: &[u8], revision: i64) -> bool {
+        let own = self.own();
+        own.revisions.contains(&revision)
+            || (absolute(key) && own.latest.get(key).is_some_and(|&r| r > revision))
+    }
+
+    /// How many commits are remembered (for tests).
+    #[cfg(test)]
+    fn remembered(&self) -> (usize, usize) {
+        let own = self.own();
+        (own.revisions.len(), own.latest.len())
     }
 }
 
@@ -139,12 +174,8 @@ impl EtcdFeed {
             };
             let revision = kv.mod_revision();
             last = last.max(revision);
-            let absolute =
-                key.starts_with(codec::PAIR_PREFIX) || key.starts_with(codec::RESERVATION_PREFIX);
-            match self.own.latest(key) {
-                Some(own) if own == revision => continue,
-                Some(own) if own > revision && absolute => continue,
-                _ => {}
+            if self.own.drops(key, revision) {
+                continue;
             }
             let deleted = event.event_type() == EventType::Delete;
             match change(key, deleted, kv, event.prev_kv()) {
@@ -249,5 +280,32 @@ fn change(
         Ok(None)
     } else {
         Err(format!("unexpected key {} under the prefix", name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_writes_are_known_by_revision_and_forgotten_once_passed() {
+        let own = OwnWrites::default();
+        // One container written three times, its pair twice.
+        own.record([&b"a/x"[..], b"p/\0\x01\0\x02"], 10);
+        own.record([&b"a/x"[..], b"p/\0\x01\0\x02"], 11);
+        own.record([&b"a/x"[..]], 13);
+        for revision in [10, 11, 13] {
+            assert!(own.drops(b"a/x", revision), "revision {revision}");
+        }
+        // Another instance's write in between is passed on, for a record...
+        assert!(!own.drops(b"a/x", 12));
+        // ...but not for a pair this instance wrote later.
+        assert!(own.drops(b"p/\0\x01\0\x02", 9));
+        assert!(!own.drops(b"p/\0\x01\0\x02", 12));
+        own.forget_through(11);
+        assert_eq!(own.remembered(), (1, 0));
+        assert!(own.drops(b"a/x", 13));
+        own.forget_through(13);
+        assert_eq!(own.remembered(), (0, 0));
     }
 }

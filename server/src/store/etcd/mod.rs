@@ -74,6 +74,56 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // the whole key space
 }
 
+/// What a failed request tells about etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The request never reached etcd (no connection could be made to the
+    /// member): sending it again cannot apply it twice.
+    NotSent,
+    /// etcd may or may not have acted on it (the connection broke, the
+    /// member lost its leader, the answer never came): only a read is safe
+    /// to send again.
+    Unknown,
+    /// etcd refused it (a bad request, a missing permission): sending it
+    /// again would not help.
+    Refused,
+}
+
+/// Classifies a failed request by the kind of error, never by its text:
+/// a connection that could not be made (a transport error, or a status
+/// tonic made from a [`tonic::ConnectError`]) means not sent; a status
+/// that etcd or the transport use for transient trouble (unavailable, past
+/// its deadline, cancelled, unknown) means the outcome is unknown; any
+/// other status is a refusal.
+fn classify(error: &etcd_client::Error) -> Failure {
+    use etcd_client::Error as E;
+    match error {
+        E::TransportError(_) => Failure::NotSent,
+        E::GRpcStatus(status) => {
+            let mut source = std::error::Error::source(status);
+            while let Some(cause) = source {
+                if cause.is::<tonic::ConnectError>() {
+                    return Failure::NotSent;
+                }
+                source = cause.source();
+            }
+            match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown => Failure::Unknown,
+                _ => Failure::Refused,
+            }
+        }
+        E::InvalidArgs(_)
+        | E::InvalidUri(_)
+        | E::Utf8Error(_)
+        | E::InvalidMetadataValue(_)
+        | E::EndpointsNotManaged => Failure::Refused,
+        _ => Failure::Unknown,
+    }
+}
+
 impl EtcdStore {
     fn key(&self, logical: &[u8]) -> Vec<u8> {
         [self.prefix.as_slice(), logical].concat()
@@ -106,17 +156,8 @@ impl EtcdStore {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) => e,
             };
-            let transient = match &error {
-                etcd_client::Error::GRpcStatus(status) => matches!(
-                    status.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Cancelled
-                        | tonic::Code::Unknown
-                ),
-                _ => true,
-            };
-            if !transient {
+            let failure = classify(&error);
+            if failure == Failure::Refused {
                 let detail = match error {
                     etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
                     other => other.to_string(),
@@ -126,8 +167,8 @@ impl EtcdStore {
                     detail,
                 });
             }
-            let never_sent = error.to_string().contains("connect error");
-            if attempt >= SEND_ATTEMPTS || !(never_sent || read_only) {
+            let resend = failure == Failure::NotSent || read_only;
+            if attempt >= SEND_ATTEMPTS || !resend {
                 return Err(unreachable(error.to_string()));
             }
             tokio::time::sleep(RESEND_AFTER * attempt).await;
@@ -366,5 +407,60 @@ mod tests {
         assert_eq!(prefix_end(b"/mcsd/"), b"/mcsd0");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    /// A status as tonic makes it from a failure below gRPC.
+    fn status_from(error: impl std::error::Error + Send + Sync + 'static) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(error)))
+    }
+
+    #[test]
+    fn failures_are_classified_by_kind_not_by_text() {
+        use std::io::{Error as IoError, ErrorKind};
+        // No connection could be made: never sent, whatever the words.
+        let refused = IoError::new(
+            ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let not_connected = status_from(tonic::ConnectError(Box::new(refused)));
+        assert_eq!(
+            classify(&not_connected),
+            Failure::NotSent,
+            "{not_connected}"
+        );
+        let bad_endpoint = tonic::transport::Endpoint::from_shared("http://[::1".to_owned())
+            .expect_err("an endpoint that cannot be connected to");
+        assert_eq!(
+            classify(&etcd_client::Error::TransportError(bad_endpoint)),
+            Failure::NotSent
+        );
+        // Sent, and the outcome is unknown, even if the words say connect.
+        for status in [
+            tonic::Status::unavailable("etcdserver: leader changed"),
+            tonic::Status::unavailable("reconnect error after the request was sent"),
+            tonic::Status::deadline_exceeded("etcdserver: request timed out"),
+            tonic::Status::cancelled("connect error"),
+        ] {
+            let error = etcd_client::Error::GRpcStatus(status);
+            assert_eq!(classify(&error), Failure::Unknown, "{error}");
+        }
+        let reset = IoError::new(ErrorKind::ConnectionReset, "connection reset");
+        assert_eq!(
+            classify(&etcd_client::Error::IoError(reset)),
+            Failure::Unknown
+        );
+        // Refusals.
+        for status in [
+            tonic::Status::invalid_argument("etcdserver: too many operations in txn request"),
+            tonic::Status::permission_denied("etcdserver: permission denied"),
+            tonic::Status::failed_precondition("connect error"),
+        ] {
+            let error = etcd_client::Error::GRpcStatus(status);
+            assert_eq!(classify(&error), Failure::Refused, "{error}");
+        }
+        assert_eq!(
+            classify(&etcd_client::Error::InvalidArgs("no key".into())),
+            Failure::Refused
+        );
     }
 }
