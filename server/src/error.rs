@@ -94,6 +94,15 @@ pub enum AllocError {
     /// Get of an id that holds nothing.
     #[error("container {0} holds no allocation")]
     NotFound(ContainerId),
+    /// A release that would free a pair while a volume registered for it
+    /// has not been restored (it was registered while the release ran).
+    #[error("container {id} was not released: volume {} was registered for it while the release ran and has not been restored; release again", .path.display())]
+    NotRestored {
+        /// The container.
+        id: ContainerId,
+        /// The root not restored.
+        path: std::path::PathBuf,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

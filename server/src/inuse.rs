@@ -13,10 +13,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::engine::{AllocateRequest, Engine, ListFilter};
+use crate::engine::{AllocateRequest, ListFilter};
 use crate::error::AllocError;
 use crate::id::{ContainerId, Owner};
 use crate::level::Level;
+use crate::volumes::{VolumeError, Volumes};
 
 /// The owner of pairs held on behalf of running processes.
 pub const RUNNING_OWNER: &str = "running";
@@ -77,11 +78,16 @@ pub struct Adopted {
     pub not_allocatable: u64,
     /// Pairs held for processes that no longer run, now released.
     pub released: Vec<Level>,
+    /// Pairs of processes that are gone, kept because a volume relabeled
+    /// for them could not be restored, with the reason.
+    pub kept: Vec<(Level, String)>,
 }
 
 /// Makes the engine hold every pair in `in_use`, and releases pairs held
-/// for processes that are gone.
-pub async fn adopt(engine: &Engine, in_use: &InUse) -> Result<Adopted, AllocError> {
+/// for processes that are gone (restoring any volume relabeled for them
+/// first, as every release does).
+pub async fn adopt(volumes: &Volumes, in_use: &InUse) -> Result<Adopted, AllocError> {
+    let engine = volumes.engine();
     let owner = Owner::new(RUNNING_OWNER).expect("a valid owner");
     let mut adopted = Adopted::default();
 
@@ -106,8 +112,20 @@ pub async fn adopt(engine: &Engine, in_use: &InUse) -> Result<Adopted, AllocErro
         for record in page.records {
             if in_use.contains_key(&record.level) {
                 still_held.insert(record.level);
-            } else if engine.release(record.container_id).await?.record.is_some() {
-                adopted.released.push(record.level);
+            } else {
+                match volumes.release(record.container_id.clone()).await {
+                    Ok((released, _)) if released.record.is_some() => {
+                        adopted.released.push(record.level)
+                    }
+                    Ok(_) => {}
+                    Err(VolumeError::Alloc(e)) => return Err(e),
+                    // Kept: its volumes may still carry the pair.
+                    Err(e) => {
+                        tracing::warn!(container_id = %record.container_id, error = %e,
+                            "kept the pair of a process that is gone: its volumes could not be restored");
+                        adopted.kept.push((record.level, e.to_string()));
+                    }
+                }
             }
         }
         after = page.next;

@@ -11,6 +11,8 @@
 //!   for one host, [`store::etcd`] for one pool shared by several hosts;
 //! - [`engine`]: the single writer, batching changes into group commits;
 //! - [`context`]: label templates and the host's SELinux state;
+//! - [`relabel`]: walking a tree safely; [`volumes`]: a container's trees,
+//!   restored before its pair is freed (the one way a pair is freed);
 //! - [`service`]: the gRPC adapter, the only module that knows tonic;
 //! - [`socket`], [`config`], [`daemon`]: running it as a service.
 
@@ -33,3 +35,4 @@ pub mod service;
 pub mod socket;
 pub mod store;
 pub mod systemd;
+pub mod volumes;

@@ -8,10 +8,11 @@
 
 use std::collections::HashSet;
 
-use crate::engine::{Engine, ListFilter};
+use crate::engine::ListFilter;
 use crate::error::AllocError;
 use crate::id::{ContainerId, Owner};
 use crate::store::{self, AllocationRecord};
+use crate::volumes::{VolumeError, Volumes};
 
 /// What a runtime asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +34,24 @@ pub struct Reconciled {
     pub kept: u64,
     /// Ids to keep that hold no allocation of this owner.
     pub unknown: u64,
+    /// Stale allocations kept because their volumes could not be restored
+    /// (the pair stays held until a later release or reconcile succeeds),
+    /// with the reason.
+    pub not_released: Vec<(AllocationRecord, String)>,
 }
 
 /// Releases every allocation of `request.owner` not in `request.keep` and
-/// created before this call began. Each release is durable on its own; if
-/// the call fails midway, what it reported released stays released and a
+/// created before this call began, each after restoring its volumes (these
+/// are exactly the containers whose teardown failed, whose volumes still
+/// carry the pair). Each release is durable on its own; one whose volumes
+/// cannot be restored is kept and reported, and the others go on. If the
+/// call fails midway, what it reported released stays released and a
 /// second call finishes the job.
 pub async fn reconcile(
-    engine: &Engine,
+    volumes: &Volumes,
     request: ReconcileRequest,
 ) -> Result<Reconciled, AllocError> {
+    let engine = volumes.engine();
     let started = store::now();
     // A runtime knows the containers of its own host only.
     let filter = ListFilter {
@@ -77,14 +86,27 @@ pub async fn reconcile(
         return Ok(result);
     }
     for record in stale {
-        if let Some(released) = engine.release(record.container_id).await?.record {
-            tracing::info!(
-                container_id = %released.container_id,
-                owner = %released.owner,
-                level = %released.level,
-                "released by reconcile"
-            );
-            result.released.push(released);
+        match volumes.release(record.container_id.clone()).await {
+            Ok((released, restored)) => {
+                if let Some(released) = released.record {
+                    tracing::info!(
+                        container_id = %released.container_id,
+                        owner = %released.owner,
+                        level = %released.level,
+                        roots_restored = restored.len(),
+                        "released by reconcile"
+                    );
+                    result.released.push(released);
+                }
+            }
+            // The store or the engine failing ends the call; a volume
+            // that cannot be restored keeps only its own pair.
+            Err(VolumeError::Alloc(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(container_id = %record.container_id, error = %e,
+                    "reconcile kept an allocation whose volumes could not be restored");
+                result.not_released.push((record, e.to_string()));
+            }
         }
     }
     Ok(result)

@@ -22,10 +22,10 @@ use crate::id::{ContainerId, GroupKey, IdError, Owner};
 use crate::level::Level;
 use crate::metrics;
 use crate::reconcile::{reconcile, ReconcileRequest};
-use crate::relabel::volumes::{Progress, SharedRelabeler, VolumeError, Volumes};
 use crate::relabel::{Outcome, Refused, Totals};
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ReservationRecord, StoreError};
+use crate::volumes::{Progress, VolumeError, Volumes};
 
 /// Allocations per streamed List message.
 const LIST_CHUNK: usize = 512;
@@ -119,17 +119,11 @@ pub struct LabelService {
 }
 
 impl LabelService {
-    /// A service backed by `engine`, deciding roles with `policy` and
-    /// relabeling volumes with `relabeler`.
-    pub fn new(
-        engine: Engine,
-        policy: SharedPolicy,
-        relabeler: SharedRelabeler,
-        info: DaemonInfo,
-    ) -> Self {
-        let volumes = Volumes::new(engine.clone(), relabeler);
+    /// A service backed by `volumes` (and their engine), deciding roles
+    /// with `policy`.
+    pub fn new(volumes: Volumes, policy: SharedPolicy, info: DaemonInfo) -> Self {
         Self {
-            engine,
+            engine: volumes.engine().clone(),
             policy,
             volumes,
             info: Arc::new(info),
@@ -222,6 +216,7 @@ impl From<VolumeError> for Status {
             | VolumeError::Relabel(_)
             | VolumeError::Incomplete(_)
             | VolumeError::RestoreFailed { .. } => Code::FailedPrecondition,
+            VolumeError::Cancelled { .. } => Code::Aborted,
         };
         Status::new(code, e.to_string())
     }
@@ -283,6 +278,7 @@ impl From<AllocError> for Status {
             | AllocError::IdConflict { .. }
             | AllocError::GroupLevel { .. } => Code::AlreadyExists,
             AllocError::LevelReserved { .. } => Code::FailedPrecondition,
+            AllocError::NotRestored { .. } => Code::Aborted,
             AllocError::NotFound(_) => Code::NotFound,
             AllocError::Store(StoreError::Conflict(_)) => Code::Aborted,
             AllocError::Store(StoreError::Corrupt { .. }) | AllocError::Inconsistent(_) => {
@@ -622,7 +618,7 @@ impl Labels for LabelService {
                 keep.add(more.keep)?;
             }
             let done = reconcile(
-                &self.engine,
+                &self.volumes,
                 ReconcileRequest {
                     owner: owner.clone(),
                     keep: keep.ids,
@@ -634,6 +630,14 @@ impl Labels for LabelService {
                 released: done.released.iter().map(allocation_to_proto).collect(),
                 kept: done.kept,
                 unknown: done.unknown,
+                not_released: done
+                    .not_released
+                    .iter()
+                    .map(|(record, reason)| pb::NotReleased {
+                        allocation: Some(allocation_to_proto(record)),
+                        reason: reason.clone(),
+                    })
+                    .collect(),
             }))
         }
         .await;

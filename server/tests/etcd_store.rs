@@ -575,7 +575,7 @@ async fn own_writes_to_one_key_before_the_feed_catches_up_are_not_taken_for_anot
     // reports nothing.
     let first = engine.allocate(request("x")).await.unwrap().record.level;
     engine
-        .release(ContainerId::new("x").unwrap())
+        .release(ContainerId::new("x").unwrap(), Vec::new())
         .await
         .unwrap();
     let again = AllocateRequest {
@@ -584,7 +584,7 @@ async fn own_writes_to_one_key_before_the_feed_catches_up_are_not_taken_for_anot
     };
     engine.allocate(again).await.unwrap();
     engine
-        .release(ContainerId::new("x").unwrap())
+        .release(ContainerId::new("x").unwrap(), Vec::new())
         .await
         .unwrap();
     engine.allocate(request("kept")).await.unwrap();
@@ -631,12 +631,18 @@ async fn pairs_released_elsewhere_are_handed_out_before_the_feed_reports_them() 
 
     // Another instance frees a pair; the engine's feed tells it only later,
     // yet the next allocation gets it instead of "exhausted".
-    other.release(ContainerId::new("a").unwrap()).await.unwrap();
+    other
+        .release(ContainerId::new("a").unwrap(), Vec::new())
+        .await
+        .unwrap();
     let got = engine.allocate(request("d")).await.unwrap();
     assert_eq!(got.record.level, levels[0]);
 
     // The same for a pair asked for by name.
-    other.release(ContainerId::new("b").unwrap()).await.unwrap();
+    other
+        .release(ContainerId::new("b").unwrap(), Vec::new())
+        .await
+        .unwrap();
     let asked = AllocateRequest {
         level: Some(levels[1]),
         ..request("e")

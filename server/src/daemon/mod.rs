@@ -25,13 +25,13 @@ use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::error::AllocError;
 use crate::inuse;
 use crate::metrics;
-use crate::relabel::volumes::SharedRelabeler;
 use crate::relabel::{FromPolicy, RelabelError, Relabeler, RestoreMode};
 use crate::service::{DaemonInfo, LabelService, SharedPolicy};
 use crate::socket::{BoundSocket, SocketError};
 use crate::store::backend::{self, StoreSettings};
 use crate::store::StoreError;
 use crate::systemd;
+use crate::volumes::{SharedRelabeler, Volumes};
 
 mod reload;
 mod run;
@@ -51,7 +51,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Holds the pairs running processes use, before any client can ask for
 /// one. A scan that cannot read the process table is logged, not fatal:
 /// mcsd is still the better allocator without it.
-async fn adopt_running(engine: &Engine, proc_root: &Path) -> Result<(), DaemonError> {
+async fn adopt_running(volumes: &Volumes, proc_root: &Path) -> Result<(), DaemonError> {
     let in_use = match inuse::scan(proc_root) {
         Ok(found) => found,
         Err(e) => {
@@ -59,7 +59,7 @@ async fn adopt_running(engine: &Engine, proc_root: &Path) -> Result<(), DaemonEr
             return Ok(());
         }
     };
-    let adopted = inuse::adopt(engine, &in_use)
+    let adopted = inuse::adopt(volumes, &in_use)
         .await
         .map_err(DaemonError::Adopt)?;
     for (level, pid) in &adopted.held {
@@ -226,8 +226,13 @@ impl Daemon {
         )
         .await?;
 
+        let relabeler = Arc::new(std::sync::RwLock::new(Arc::new(Relabeler::new(
+            config.relabel.clone(),
+            &config.state_dir,
+        ))));
+        let volumes = Volumes::new(engine.clone(), relabeler.clone());
         if config.scan_in_use {
-            adopt_running(&engine, &config.proc_root).await?;
+            adopt_running(&volumes, &config.proc_root).await?;
         }
 
         reconcile_reservations(&engine, &config.reservations)
@@ -250,10 +255,6 @@ impl Daemon {
         let (stop, stopped) = oneshot::channel::<()>();
         let policy = Policy::new(config.auth.clone(), rustix::process::geteuid().as_raw());
         let policy = Arc::new(std::sync::RwLock::new(policy));
-        let relabeler = Arc::new(std::sync::RwLock::new(Arc::new(Relabeler::new(
-            config.relabel.clone(),
-            &config.state_dir,
-        ))));
         let serving = Arc::new(AtomicBool::new(false));
         let info = DaemonInfo {
             started_at: SystemTime::now(),
@@ -261,13 +262,8 @@ impl Daemon {
             selinux_mode: mode.to_string(),
             serving: serving.clone(),
         };
-        let service = LabelsServer::new(LabelService::new(
-            engine.clone(),
-            policy.clone(),
-            relabeler.clone(),
-            info,
-        ))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let service = LabelsServer::new(LabelService::new(volumes, policy.clone(), info))
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
         let (health, health_service) = tonic_health::server::health_reporter();
         // The overall status ("" — what a plain health check asks) starts
         // SERVING in tonic-health; it must say so only once mcsd does.

@@ -3,6 +3,7 @@
 //! rules it follows.
 
 use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,6 +59,8 @@ enum Change {
         /// Pair to give back once durable (None while group members remain).
         frees: Option<PairIndex>,
         group_deleted: bool,
+        /// The roots the caller restored, to plan again after a lost race.
+        restored: Vec<PathBuf>,
         reply: Reply<Released>,
         /// Plans made so far, this one included.
         attempt: u32,
@@ -330,7 +333,7 @@ impl Actor {
                     let _ = reply.send(Err(AllocError::Store(e.clone())));
                     continue;
                 }
-                (Some(e), Command::Release(_, reply)) => {
+                (Some(e), Command::Release(_, _, reply)) => {
                     let _ = reply.send(Err(AllocError::Store(e.clone())));
                     continue;
                 }
@@ -352,8 +355,9 @@ impl Actor {
                 Command::Allocate(req, reply) => {
                     self.plan_allocate(req, reply, &touched, attempt + 1).await
                 }
-                Command::Release(id, reply) => {
-                    self.plan_release(id, reply, &touched, attempt + 1).await
+                Command::Release(id, restored, reply) => {
+                    self.plan_release(id, restored, reply, &touched, attempt + 1)
+                        .await
                 }
                 Command::AddRoot(id, root, reply) => {
                     self.plan_add_root(id, root, reply, &touched, attempt + 1)
@@ -683,12 +687,13 @@ impl Actor {
     async fn plan_release(
         &mut self,
         id: ContainerId,
+        restored: Vec<PathBuf>,
         reply: Reply<Released>,
         touched: &HashSet<Entity>,
         attempt: u32,
     ) -> Step {
         if touched.contains(&Entity::Id(id.clone())) {
-            return Step::Defer(Command::Release(id, reply));
+            return Step::Defer(Command::Release(id, restored, reply));
         }
         let record = match self.read_allocation(&id).await {
             Err(e) => return answer(reply, Err(e.into())),
@@ -701,6 +706,15 @@ impl Actor {
             }
             Ok(Some(record)) => record,
         };
+        // The last guard of restore-before-free: a root registered after the
+        // caller read the record would keep the pair on its files.
+        if let Some(root) = record.roots.iter().find(|r| !restored.contains(&r.path)) {
+            let e = AllocError::NotRestored {
+                id,
+                path: root.path.clone(),
+            };
+            return answer(reply, Err(e));
+        }
         let Some(index) = self.config.range.index_of(record.level) else {
             let e = AllocError::Inconsistent(format!(
                 "container {id} holds {}, outside the range",
@@ -711,7 +725,7 @@ impl Actor {
         let mut entities = vec![Entity::Id(id.clone()), Entity::Pair(index)];
         entities.extend(record.group.clone().map(Entity::Group));
         if entities.iter().any(|e| touched.contains(e)) {
-            return Step::Defer(Command::Release(id, reply));
+            return Step::Defer(Command::Release(id, restored, reply));
         }
 
         let mut ops = vec![Op::DeleteAllocation(record.clone())];
@@ -759,6 +773,7 @@ impl Actor {
                 record,
                 frees,
                 group_deleted,
+                restored,
                 reply,
                 attempt,
             },

@@ -30,6 +30,7 @@ mod actor;
 mod follow;
 mod view;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -148,7 +149,9 @@ type Reply<T> = oneshot::Sender<Result<T, AllocError>>;
 /// A request for the actor.
 enum Command {
     Allocate(AllocateRequest, Reply<Allocated>),
-    Release(ContainerId, Reply<Released>),
+    /// A release, with the roots the caller has restored (or, by the
+    /// configuration, left as they are).
+    Release(ContainerId, Vec<PathBuf>, Reply<Released>),
     AddRoot(ContainerId, RelabeledRoot, Reply<AllocationRecord>),
     /// A reservation, with the node whose configuration asks for it.
     Reserve(Reservation, Option<String>, Reply<Reserved>),
@@ -259,9 +262,19 @@ impl Engine {
         self.call(|reply| Command::AddRoot(id, root, reply)).await
     }
 
-    /// Releases the container's allocation, if any; durable before it returns.
-    pub async fn release(&self, id: ContainerId) -> Result<Released, AllocError> {
-        self.call(|tx| Command::Release(id, tx)).await
+    /// Releases the container's allocation, if any; durable before it
+    /// returns. `restored` names the volume roots the caller has restored
+    /// (or left as the configuration says): if the record holds a root not
+    /// among them, nothing is freed ([`AllocError::NotRestored`]), so no
+    /// pair goes back to the pool while a volume it did not restore may
+    /// still carry it. Callers go through [`crate::volumes::Volumes::release`],
+    /// which restores first.
+    pub async fn release(
+        &self,
+        id: ContainerId,
+        restored: Vec<PathBuf>,
+    ) -> Result<Released, AllocError> {
+        self.call(|tx| Command::Release(id, restored, tx)).await
     }
 
     /// Adds a reservation an operator asked for; durable before it returns.

@@ -15,7 +15,6 @@
 
 pub mod mounts;
 pub mod safety;
-pub mod volumes;
 pub mod walk;
 pub mod xattr;
 

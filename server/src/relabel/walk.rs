@@ -23,7 +23,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +71,8 @@ pub struct Counters {
     /// Names of hard-linked entries not labeled because the walk did not
     /// meet all of their links (some may be outside the tree).
     pub hardlinks_skipped: AtomicU64,
+    /// Set to stop the walk early: directories not yet read are left.
+    cancelled: AtomicBool,
 }
 
 /// A copy of [`Counters`] at one moment.
@@ -107,6 +109,17 @@ impl Counters {
         add(&self.mounts_skipped, t.mounts_skipped);
         add(&self.hardlinks_skipped, t.hardlinks_skipped);
         *t = Totals::default();
+    }
+
+    /// Asks the walk to stop: directories not read yet are left as they
+    /// are, so the walk ends within one directory per worker.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// The totals now.
@@ -362,6 +375,9 @@ impl Shared<'_> {
 
     /// Opens, labels and reads one directory; queues its subdirectories.
     fn directory(&self, job: Job, local: &Worker<Job>, own_cwd: bool) {
+        if self.counters.is_cancelled() {
+            return;
+        }
         let mut tally = Totals::default();
         self.read_directory(job, local, own_cwd, &mut tally);
         self.counters.publish(&mut tally);

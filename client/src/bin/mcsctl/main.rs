@@ -456,12 +456,23 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "released": r.released.iter().map(output::allocation_json).collect::<Vec<_>>(),
                         "kept": r.kept,
                         "unknown": r.unknown,
+                        "not_released": r.not_released.iter().map(|n| json!({
+                            "allocation": n.allocation.as_ref().map(output::allocation_json),
+                            "reason": n.reason,
+                        })).collect::<Vec<_>>(),
                     }),
                 )?,
                 Format::Table | Format::Wide => {
                     let verb = if dry_run { "would release" } else { "released" };
                     for a in &r.released {
                         writeln!(out, "{verb} {} ({})", a.container_id, a.level)?;
+                    }
+                    for n in &r.not_released {
+                        let (id, level) = n
+                            .allocation
+                            .as_ref()
+                            .map_or(("?", "?"), |a| (a.container_id.as_str(), a.level.as_str()));
+                        writeln!(out, "not released {id} ({level}): {}", n.reason)?;
                     }
                     writeln!(
                         out,
@@ -471,6 +482,13 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         r.unknown
                     )?;
                 }
+            }
+            if let Some(first) = r.not_released.first() {
+                return Err(Failure::Input(format!(
+                    "{} stale allocation(s) not released, their volumes could not be restored; first: {}",
+                    r.not_released.len(),
+                    first.reason
+                )));
             }
         }
         Command::Reservations => {

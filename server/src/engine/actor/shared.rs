@@ -217,7 +217,7 @@ impl Actor {
                     ids.push(req.container_id.clone());
                     groups.extend(req.group.clone());
                 }
-                Command::Release(id, _) | Command::AddRoot(id, _, _) => ids.push(id.clone()),
+                Command::Release(id, _, _) | Command::AddRoot(id, _, _) => ids.push(id.clone()),
                 _ => {}
             }
         }
@@ -274,10 +274,14 @@ impl Actor {
             }
             Change::Release {
                 record,
+                restored,
                 attempt,
                 reply,
                 ..
-            } => (Command::Release(record.container_id, reply), attempt),
+            } => (
+                Command::Release(record.container_id, restored, reply),
+                attempt,
+            ),
             Change::Update {
                 record,
                 root,
@@ -302,7 +306,7 @@ impl Actor {
             Command::Allocate(_, reply) => {
                 let _ = reply.send(Err(error));
             }
-            Command::Release(_, reply) => {
+            Command::Release(_, _, reply) => {
                 let _ = reply.send(Err(error));
             }
             Command::AddRoot(_, _, reply) => {

@@ -1,25 +1,49 @@
-//! Volumes of containers: relabel a tree for a container (recording it
-//! first), and restore its trees before its pair is freed.
+//! Volumes of containers, and the one way a pair is freed.
 //!
-//! Order matters for safety. A root is recorded durably *before* the walk,
-//! so a crash mid-walk still leaves it to restore. On release, roots are
-//! restored *before* the pair is freed: while any file may still carry the
-//! pair, no other container can be given it.
+//! This module sits above both the relabeler (which walks trees) and the
+//! engine (which holds pairs): it records a root, walks it, and on release
+//! restores every root *before* the pair is freed. Every path that frees a
+//! pair (Release, Reconcile, the in-use scan) goes through
+//! [`Volumes::release`]; the engine itself refuses to free a record whose
+//! roots the caller does not say it restored.
+//!
+//! Rules that keep a freed pair off every file:
+//! - A root is recorded durably *before* its walk, so a crash mid-walk still
+//!   leaves it to restore.
+//! - Relabels and releases of one container, and of one root, never
+//!   overlap ([`locks`]): a release cancels the container's running walks,
+//!   waits for them to stop, then restores what the record now lists.
+//! - A root other live containers of this host also registered is not
+//!   restored under their feet: it is relabeled for them instead (which
+//!   also takes the released pair off files its container created there),
+//!   and restored to what it was before the first relabel when the last
+//!   of them goes ([`roots`]).
+//!
+//! Group members share a pair, but it is freed only when the last member's
+//! release commits, and each member's roots are restored before its own
+//! release commits: no member's restore can still be running when the
+//! group's pair is freed, so groups need no lock of their own.
 
+mod locks;
+mod roots;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{
-    Counters, Fixed, FromPolicy, LabelFor, Outcome, Refused, RelabelError, Relabeler, RestoreMode,
-    Totals,
-};
+use self::locks::{Key, Locks};
+use self::roots::{Registrant, RootIndex};
 use crate::context::Labels;
 use crate::engine::{Engine, Released};
 use crate::error::AllocError;
 use crate::id::ContainerId;
+use crate::relabel::{
+    Counters, Fixed, FromPolicy, LabelFor, Outcome, Refused, RelabelError, Relabeler, RestoreMode,
+    Totals,
+};
 use crate::store::{AllocationRecord, RelabeledRoot};
 
 /// A progress report: the resolved root, the label written, the totals.
@@ -59,6 +83,14 @@ pub enum VolumeError {
         here: String,
         /// What to do there.
         action: &'static str,
+    },
+    /// A release of the container stopped the walk.
+    #[error("relabel of {} for container {id} stopped: the container is being released (its volumes are restored instead)", .root.display())]
+    Cancelled {
+        /// The container.
+        id: ContainerId,
+        /// The root.
+        root: PathBuf,
     },
     /// A root could not be restored; the pair stays held.
     #[error("container {id} was not released: restoring {} failed ({error}); its files may still carry {level}, so the pair stays held. Fix the cause and release again, or set restore = \"none\"", .path.display())]
@@ -103,11 +135,16 @@ pub struct Restored {
 /// The relabel rules in force; replaced on configuration reload.
 pub type SharedRelabeler = Arc<std::sync::RwLock<Arc<Relabeler>>>;
 
-/// Relabels and restores container volumes.
+/// Relabels and restores container volumes; frees pairs after restoring.
 #[derive(Clone)]
 pub struct Volumes {
     engine: Engine,
     relabeler: SharedRelabeler,
+    locks: Arc<Locks>,
+    /// Running walks per container, so a release can stop them.
+    walks: Arc<Mutex<HashMap<ContainerId, Vec<Arc<Counters>>>>>,
+    /// Built on first use; see [`roots`].
+    index: Arc<tokio::sync::Mutex<Option<RootIndex>>>,
 }
 
 /// A finished relabel.
@@ -119,10 +156,44 @@ pub struct Relabeled {
     pub label: String,
 }
 
+/// How many times a release starts over when the container's roots change
+/// between reading and locking them (each time, someone registered one).
+const RELEASE_ATTEMPTS: u32 = 8;
+
+/// Unregisters a walk when it ends, however it ends.
+struct Running<'a> {
+    walks: &'a Mutex<HashMap<ContainerId, Vec<Arc<Counters>>>>,
+    id: ContainerId,
+    counters: Arc<Counters>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut walks = self.walks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = walks.get_mut(&self.id) {
+            list.retain(|c| !Arc::ptr_eq(c, &self.counters));
+            if list.is_empty() {
+                walks.remove(&self.id);
+            }
+        }
+    }
+}
+
 impl Volumes {
     /// Relabels through `engine`'s allocations with `relabeler`'s rules.
     pub fn new(engine: Engine, relabeler: SharedRelabeler) -> Self {
-        Self { engine, relabeler }
+        Self {
+            engine,
+            relabeler,
+            locks: Arc::default(),
+            walks: Arc::default(),
+            index: Arc::default(),
+        }
+    }
+
+    /// The engine whose pairs these volumes carry.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The rules now (a reload may swap them between two calls).
@@ -142,11 +213,21 @@ impl Volumes {
         }
     }
 
+    /// Runs `f` on the root index, building it first if needed.
+    async fn with_index<T>(&self, f: impl FnOnce(&mut RootIndex) -> T) -> Result<T, AllocError> {
+        let mut index = self.index.lock().await;
+        if index.is_none() {
+            *index = Some(RootIndex::load(&self.engine).await?);
+        }
+        Ok(f(index.as_mut().expect("just built")))
+    }
+
     /// Resolves, checks and records `path` for container `id`, then labels
     /// the tree, sending running totals to `progress` (resolved root, label
     /// and totals) until it is done. Files with hard links outside the tree
     /// are left alone unless `hard_links` (recorded: restore then labels
-    /// them too).
+    /// them too). A release of `id` meanwhile stops the walk
+    /// ([`VolumeError::Cancelled`]) and restores the tree.
     pub async fn relabel(
         &self,
         id: ContainerId,
@@ -156,49 +237,62 @@ impl Volumes {
         hard_links: bool,
         progress: mpsc::Sender<Progress>,
     ) -> Result<Relabeled, VolumeError> {
-        let record = match self.engine.get(&id).await {
-            Ok(record) => record,
-            Err(AllocError::NotFound(_)) => return Err(VolumeError::NoAllocation(id)),
-            Err(e) => return Err(e.into()),
-        };
+        let record = self.record(&id).await?;
         self.local(&record, "relabel its volumes")?;
         let relabeler = self.relabeler();
-        let (root, original) = blocking(move || {
-            let root = relabeler.resolve(&path)?;
-            let original = Relabeler::current_label(&root);
-            Ok::<_, VolumeError>((root, original))
-        })
-        .await?;
+        let root = blocking(move || relabeler.resolve(&path).map_err(Into::into)).await?;
+        let _held = self
+            .locks
+            .lock([Key::Container(id.clone()), Key::Root(root.clone())])
+            .await;
+        // Released (or allocated again) while this call waited.
+        let record = self.record(&id).await?;
+        let read = root.clone();
+        let current = blocking(move || Ok(Relabeler::current_label(&read))).await?;
+        // A tree another container already relabeled keeps the label it
+        // had before that first relabel as the one to restore.
+        let original = self
+            .with_index(|index| index.first_original(&root))
+            .await?
+            .unwrap_or(current);
         let label = Self::label(self.engine.labels(), &record, shared);
-        self.engine
-            .add_root(
-                id.clone(),
-                RelabeledRoot {
-                    path: root.clone(),
-                    shared,
-                    original,
-                    hard_links,
-                },
-            )
+        let registered = RelabeledRoot {
+            path: root.clone(),
+            shared,
+            original,
+            hard_links,
+        };
+        let record = self
+            .engine
+            .add_root(id.clone(), registered.clone())
             .await
             .map_err(|e| match e {
                 AllocError::NotFound(id) => VolumeError::NoAllocation(id),
                 e => VolumeError::Alloc(e),
             })?;
+        self.with_index(|index| index.add(&record, &registered))
+            .await?;
         tracing::info!(container_id = %id, root = %root.display(), %label, shared, "relabel started");
         // The client learns the resolved root and the label before the walk.
         let _ = progress
             .send((root.clone(), label.clone(), Totals::default()))
             .await;
+        let counters = Arc::new(Counters::default());
+        let _running = self.running(&id, &counters);
         let outcome = self
             .walk(
-                root,
+                root.clone(),
                 Fixed(label.clone().into_bytes()),
                 cross_mounts,
                 hard_links,
+                counters.clone(),
                 Some((progress, label.clone())),
             )
             .await?;
+        if counters.is_cancelled() {
+            tracing::info!(container_id = %id, root = %root.display(), "relabel stopped by a release");
+            return Err(VolumeError::Cancelled { id, root });
+        }
         tracing::info!(container_id = %id, root = %outcome.root.display(), changed = outcome.totals.changed,
             unchanged = outcome.totals.unchanged, failed = outcome.totals.failed,
             hardlinks_skipped = outcome.totals.hardlinks_skipped,
@@ -209,6 +303,28 @@ impl Volumes {
         Ok(Relabeled { outcome, label })
     }
 
+    async fn record(&self, id: &ContainerId) -> Result<AllocationRecord, VolumeError> {
+        match self.engine.get(id).await {
+            Ok(record) => Ok(record),
+            Err(AllocError::NotFound(_)) => Err(VolumeError::NoAllocation(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn running(&self, id: &ContainerId, counters: &Arc<Counters>) -> Running<'_> {
+        self.walks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .push(counters.clone());
+        Running {
+            walks: &self.walks,
+            id: id.clone(),
+            counters: counters.clone(),
+        }
+    }
+
     /// Runs one walk off the async workers, reporting progress if asked.
     async fn walk(
         &self,
@@ -216,9 +332,9 @@ impl Volumes {
         labels: impl LabelFor + Send + 'static,
         cross_mounts: bool,
         hard_links: bool,
+        counters: Arc<Counters>,
         progress: Option<(mpsc::Sender<Progress>, String)>,
     ) -> Result<Outcome, VolumeError> {
-        let counters = Arc::new(Counters::default());
         let reporter = progress.map(|(tx, label)| {
             let counters = counters.clone();
             let root = root.clone();
@@ -253,28 +369,72 @@ impl Volumes {
         result
     }
 
-    /// Restores every root of `id` by the configured mode, then releases
-    /// it. If a root cannot be fully restored, the allocation is kept.
+    /// Restores every root of `id`, then frees its pair: the one way a pair
+    /// goes back to the pool. Running relabels of `id` are stopped first.
+    /// If a root cannot be fully restored, the allocation is kept.
     pub async fn release(&self, id: ContainerId) -> Result<(Released, Vec<Restored>), VolumeError> {
-        let record = match self.engine.get(&id).await {
-            Ok(record) => Some(record),
-            Err(AllocError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(record) = &record {
-            // Freeing the pair while the other host's volumes still carry
-            // it would let the next holder read them.
-            if !record.roots.is_empty() && self.relabeler().config().restore != RestoreMode::None {
-                self.local(record, "release it")?;
+        for _ in 0..RELEASE_ATTEMPTS {
+            let Some(record) = self.lookup(&id).await? else {
+                return Ok((self.engine.release(id, Vec::new()).await?, Vec::new()));
+            };
+            self.cancel_walks(&id);
+            let mut keys = vec![Key::Container(id.clone())];
+            keys.extend(record.roots.iter().map(|r| Key::Root(r.path.clone())));
+            let held = self.locks.lock(keys).await;
+            // What the record lists now, with the container locked: no root
+            // can be added until the pair is freed.
+            let Some(record) = self.lookup(&id).await? else {
+                return Ok((self.engine.release(id, Vec::new()).await?, Vec::new()));
+            };
+            let locked = |r: &RelabeledRoot| held.holds(&Key::Root(r.path.clone()));
+            if !record.roots.iter().all(locked) {
+                // A relabel registered a root between the two reads.
+                continue;
             }
+            let restored = self.restore_all(&record).await?;
+            let paths = record.roots.iter().map(|r| r.path.clone()).collect();
+            let released = self.engine.release(id.clone(), paths).await?;
+            self.with_index(|index| index.remove(&id, &record.roots))
+                .await?;
+            return Ok((released, restored));
+        }
+        Err(VolumeError::Alloc(AllocError::Store(
+            crate::store::StoreError::Conflict(format!(
+                "container {id}: volumes kept being registered while it was released ({RELEASE_ATTEMPTS} attempts); retry"
+            )),
+        )))
+    }
+
+    async fn lookup(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, VolumeError> {
+        match self.engine.get(id).await {
+            Ok(record) => Ok(Some(record)),
+            Err(AllocError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn cancel_walks(&self, id: &ContainerId) {
+        let walks = self.walks.lock().unwrap_or_else(|e| e.into_inner());
+        for counters in walks.get(id).into_iter().flatten() {
+            counters.cancel();
+        }
+    }
+
+    /// Restores each root of `record` (the caller holds their locks).
+    async fn restore_all(&self, record: &AllocationRecord) -> Result<Vec<Restored>, VolumeError> {
+        // Freeing the pair while the other host's volumes still carry it
+        // would let the next holder read them.
+        if !record.roots.is_empty() && self.relabeler().config().restore != RestoreMode::None {
+            self.local(record, "release it")?;
         }
         let mut restored = Vec::new();
-        for root in record.iter().flat_map(|r| &r.roots) {
-            let record = record.as_ref().expect("roots come from a record");
-            restored.push(self.restore(record, root).await?);
+        for root in &record.roots {
+            let others = self
+                .with_index(|index| index.others(&root.path, &record.container_id))
+                .await?;
+            restored.push(self.restore(record, root, &others).await?);
         }
-        let released = self.engine.release(id).await?;
-        Ok((released, restored))
+        Ok(restored)
     }
 
     /// Refuses to touch the volumes of an allocation another node made.
@@ -292,17 +452,22 @@ impl Volumes {
         })
     }
 
+    /// Restores one root of `record`. With `others` (live containers that
+    /// registered the same root), the tree is labeled for them instead:
+    /// the shared label if any registered it shared, else the newest one's
+    /// private label.
     async fn restore(
         &self,
         record: &AllocationRecord,
         root: &RelabeledRoot,
+        others: &[Registrant],
     ) -> Result<Restored, VolumeError> {
         let mode = self.relabeler().config().restore;
-        let skipped = |note: &str| Restored {
+        let skipped = |note: String| Restored {
             path: root.path.clone(),
             mode,
             totals: Totals::default(),
-            note: Some(note.to_owned()),
+            note: Some(note),
         };
         let fail = |error: String| VolumeError::RestoreFailed {
             id: record.container_id.clone(),
@@ -310,15 +475,25 @@ impl Volumes {
             path: root.path.clone(),
             error,
         };
-        let labels: Box<dyn LabelFor + Send> = match (mode, &root.original) {
-            (RestoreMode::None, _) => return Ok(skipped("restore = none")),
-            (RestoreMode::Original, None) => {
+        let handed_on = if others.is_empty() {
+            None
+        } else if others.iter().any(|r| r.shared) {
+            Some(self.engine.labels().shared_file_label())
+        } else {
+            others.last().map(|r| r.file_label.clone())
+        };
+        let labels: Box<dyn LabelFor + Send> = match (mode, &root.original, &handed_on) {
+            (RestoreMode::None, _, _) => return Ok(skipped("restore = none".into())),
+            (_, _, Some(label)) => Box::new(Fixed(label.clone().into_bytes())),
+            (RestoreMode::Original, None, None) => {
                 return Ok(skipped(
-                    "the root had no label before its first relabel; left as is",
+                    "the root had no label before its first relabel; left as is".into(),
                 ))
             }
-            (RestoreMode::Original, Some(label)) => Box::new(Fixed(label.clone().into_bytes())),
-            (RestoreMode::Policy, _) => {
+            (RestoreMode::Original, Some(label), None) => {
+                Box::new(Fixed(label.clone().into_bytes()))
+            }
+            (RestoreMode::Policy, _, None) => {
                 Box::new(FromPolicy::new().map_err(|e| fail(e.to_string()))?)
             }
         };
@@ -328,7 +503,9 @@ impl Volumes {
         let now = blocking(move || Ok::<_, VolumeError>(relabeler.resolve(&path))).await?;
         match now {
             Ok(resolved) if resolved == root.path => {}
-            Err(Refused::Unresolvable { .. }) => return Ok(skipped("the root no longer exists")),
+            Err(Refused::Unresolvable { .. }) => {
+                return Ok(skipped("the root no longer exists".into()))
+            }
             Ok(elsewhere) => {
                 return Err(fail(format!(
                     "it now leads to {}; not followed",
@@ -345,13 +522,15 @@ impl Volumes {
                 BoxedLabels(labels),
                 false,
                 root.hard_links,
+                Arc::default(),
                 None,
             )
             .await
             .map_err(|e| fail(e.to_string()))?;
         tracing::info!(container_id = %record.container_id, root = %root.path.display(), %mode,
             changed = outcome.totals.changed, failed = outcome.totals.failed,
-            hardlinks_skipped = outcome.totals.hardlinks_skipped, "root restored");
+            hardlinks_skipped = outcome.totals.hardlinks_skipped,
+            handed_on_to = others.len(), "root restored");
         if outcome.totals.failed > 0 {
             return Err(fail(format!(
                 "{} of {} entries could not be labeled{}",
@@ -360,11 +539,20 @@ impl Volumes {
                 first_errors(&outcome)
             )));
         }
+        let note = (!others.is_empty()).then(|| {
+            let ids: Vec<&str> = others.iter().take(3).map(|r| r.id.as_str()).collect();
+            format!(
+                "still a volume of {} other container(s) ({}{}): labeled for them, restored when the last is released",
+                others.len(),
+                ids.join(", "),
+                if others.len() > 3 { ", ..." } else { "" }
+            )
+        });
         Ok(Restored {
             path: root.path.clone(),
             mode,
             totals: outcome.totals,
-            note: None,
+            note,
         })
     }
 }
@@ -378,7 +566,7 @@ impl LabelFor for BoxedLabels {
     fn label_for(
         &self,
         path: &std::path::Path,
-        kind: super::Kind,
+        kind: crate::relabel::Kind,
     ) -> Result<Option<std::borrow::Cow<'_, [u8]>>, String> {
         self.0.label_for(path, kind)
     }
