@@ -372,3 +372,54 @@ impl Engine {
         self.inner.store.close().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::SledStore;
+
+    #[tokio::test]
+    async fn a_pair_is_not_freed_while_a_root_of_its_record_is_not_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path()).unwrap());
+        let config = EngineConfig {
+            range: "c0.c9".parse().unwrap(),
+            labels: Labels::default(),
+            node: "here".into(),
+        };
+        let engine = Engine::start(store, config).await.unwrap();
+        let id = ContainerId::new("a").unwrap();
+        let request = AllocateRequest {
+            container_id: id.clone(),
+            owner: Owner::new("t").unwrap(),
+            group: None,
+            level: None,
+        };
+        engine.allocate(request).await.unwrap();
+        for path in ["/v/one", "/v/two"] {
+            let root = RelabeledRoot {
+                path: path.into(),
+                shared: false,
+                original: None,
+                hard_links: false,
+            };
+            engine.add_root(id.clone(), root).await.unwrap();
+        }
+        // The caller restored only one of them.
+        let err = engine
+            .release(id.clone(), vec!["/v/one".into()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AllocError::NotRestored { path, .. } if path == std::path::Path::new("/v/two")),
+            "{err}"
+        );
+        assert!(engine.get(&id).await.is_ok(), "the pair stays held");
+        let released = engine
+            .release(id.clone(), vec!["/v/one".into(), "/v/two".into()])
+            .await
+            .unwrap();
+        assert!(released.level_freed);
+        engine.shutdown().await.unwrap();
+    }
+}
