@@ -271,13 +271,70 @@ impl Relabeler {
 /// Opens a resolved root, refusing if any component became a symlink since
 /// it was resolved (a swap between the check and the open).
 fn open_root(root: &Path) -> std::io::Result<OwnedFd> {
+    open_root_with(root, |root| {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat2(
+            rustix::fs::CWD,
+            root,
+            flags,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    })
+}
+
+/// [`open_root`] with the `openat2` call given, so the fallback can be
+/// tested on a kernel that has it.
+fn open_root_with(
+    root: &Path,
+    openat2: impl FnOnce(&Path) -> rustix::io::Result<OwnedFd>,
+) -> std::io::Result<OwnedFd> {
+    match openat2(root) {
+        // Kernels before 5.6 (RHEL 8 runs 4.18) lack openat2; some seccomp
+        // filters answer EPERM for system calls they do not know.
+        Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => open_by_components(root),
+        other => other.map_err(Into::into),
+    }
+}
+
+/// Opens the absolute, resolved `root` one component at a time, each
+/// relative to its parent's descriptor with `O_NOFOLLOW|O_DIRECTORY`: a
+/// component that is a symlink (magic links included) fails with `ELOOP`,
+/// as `RESOLVE_NO_SYMLINKS` would, and `.` or `..` are refused outright (a
+/// resolved root has none).
+fn open_by_components(root: &Path) -> std::io::Result<OwnedFd> {
+    use std::path::Component;
+    let invalid = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: {why}", root.display()),
+        )
+    };
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::openat2(
-        rustix::fs::CWD,
-        root,
-        flags,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(Into::into)
+    let mut components = root.components();
+    if components.next() != Some(Component::RootDir) {
+        return Err(invalid("not an absolute path"));
+    }
+    let mut dir = rustix::fs::open("/", flags, Mode::empty())?;
+    for component in components {
+        let Component::Normal(name) = component else {
+            return Err(invalid("not a resolved path (it has . or ..)"));
+        };
+        dir = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+            Ok(next) => next,
+            // O_DIRECTORY is checked first: a symlink answers ENOTDIR. Say
+            // ELOOP, as openat2 would, so callers see one reason.
+            Err(rustix::io::Errno::NOTDIR)
+                if rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| {
+                        rustix::fs::FileType::from_raw_mode(st.st_mode)
+                            == rustix::fs::FileType::Symlink
+                    }) =>
+            {
+                return Err(rustix::io::Errno::LOOP.into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(dir)
 }

@@ -536,3 +536,52 @@ fn the_hard_links_opt_in_labels_a_file_linked_from_outside() {
     run_with(&root, ORIGINAL, false, true);
     assert_eq!(label(&secret).as_deref(), Some(ORIGINAL));
 }
+
+/// The root opened without `openat2` (kernels before 5.6): the same
+/// refusals, one component at a time. The fallback is forced by handing
+/// `open_root_with` an `openat2` that answers ENOSYS.
+#[test]
+fn without_openat2_a_root_is_opened_by_components_and_symlinks_are_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let real = temp.path().join("real").join("vol");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(temp.path().join("real"), temp.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(&real, temp.path().join("last")).unwrap();
+    let nosys = |_: &Path| Err(rustix::io::Errno::NOSYS);
+
+    let fd = open_root_with(&real, nosys).expect("a real directory opens");
+    let opened = rustix::fs::fstat(&fd).unwrap();
+    let expected = std::fs::metadata(&real).unwrap();
+    assert_eq!(
+        (opened.st_dev, opened.st_ino),
+        (expected.dev(), expected.ino()),
+        "the descriptor is the root's"
+    );
+    for through in [
+        temp.path().join("link").join("vol"), // a symlinked component
+        temp.path().join("last"),             // the root itself a symlink
+        PathBuf::from("/proc/self/cwd"),      // a magic link
+    ] {
+        let err = open_root_with(&through, nosys).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc_eloop()),
+            "{}: {err}",
+            through.display()
+        );
+    }
+    let err = open_root_with(&temp.path().join("real/../real/vol"), nosys).unwrap_err();
+    assert!(err.to_string().contains("not a resolved path"), "{err}");
+    let err = open_root_with(Path::new("relative/vol"), nosys).unwrap_err();
+    assert!(err.to_string().contains("not an absolute path"), "{err}");
+    // Other errors of openat2 are not papered over by the fallback.
+    let err = open_root_with(&real, |_| Err(rustix::io::Errno::XDEV)).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::XDEV.raw_os_error())
+    );
+}
+
+fn libc_eloop() -> i32 {
+    rustix::io::Errno::LOOP.raw_os_error()
+}
