@@ -305,6 +305,50 @@ async fn reconcile_takes_ids_from_arguments_and_stdin() {
     assert!(e.contains("owner contains ' '"), "{e}");
 }
 
+/// A stale allocation whose volume cannot be restored is named, its pair
+/// kept, and mcsctl exits 1 with one line, after printing what it did
+/// release. Needs root (mounts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_names_what_it_could_not_release_and_fails() {
+    let s = daemon("c0.c9").await;
+    for id in ["gone", "stuck"] {
+        stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", "podman"]));
+    }
+    let vol = s._dir.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    // A label to restore (a root without one is left as is).
+    assert!(Command::new("setfattr")
+        .args(["-n", "security.selinux", "-v", "system_u:object_r:var_t:s0"])
+        .arg(&vol)
+        .status()
+        .unwrap()
+        .success());
+    stdout(&mcsctl(
+        &s.socket,
+        &["relabel", "stuck", &vol.display().to_string()],
+    ));
+    // The volume can no longer take labels: restoring it must fail.
+    assert!(Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&vol)
+        .status()
+        .unwrap()
+        .success());
+    let o = mcsctl(&s.socket, &["reconcile", "--owner", "podman"]);
+    let _ = Command::new("umount").arg("-l").arg(&vol).status();
+    assert_eq!(o.status.code(), Some(1), "status");
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(out.contains("released gone ("), "{out}");
+    assert!(out.contains("not released stuck ("), "{out}");
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mcsctl: 1 stale allocation(s) not released, their volumes could not be restored; first: container stuck was not released"),
+        "{err}"
+    );
+    stdout(&mcsctl(&s.socket, &["get", "stuck"]));
+}
+
 /// A file hard-linked from outside the volume is named on the summary
 /// line with the way to label it anyway; `--hard-links` labels it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
