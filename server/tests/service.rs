@@ -426,6 +426,18 @@ impl Drop for Unbind {
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
+/// Kills the mcsd a test started if the test fails before stopping it, so
+/// a failure leaves no daemon behind.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // Already waited for on success: then kill and wait do nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The entries of process `pid` that a running journald holds, in the
 /// export format (`FIELD=value` lines, or `FIELD\n<len><value>` for values
 /// with newlines: the native protocol's form), one per element.
@@ -477,11 +489,13 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
     let temp = tempfile::tempdir().unwrap();
     let stderr = std::fs::File::create(temp.path().join("stderr")).unwrap();
     let meta = stderr.metadata().unwrap();
-    let mut child = mcsd_in(temp.path())
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = Reap(
+        mcsd_in(temp.path())
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
     wait_for("the socket", || temp.path().join("mcsd.sock").exists());
     let mut c = Client::connect(temp.path().join("mcsd.sock"))
         .await
@@ -491,7 +505,7 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let id = format!("journal-me-{}-{nanos}", child.id());
+    let id = format!("journal-me-{}-{nanos}", child.0.id());
     c.allocate(Allocate::new(id.as_str()).owner("podman"))
         .await
         .unwrap();
@@ -526,7 +540,7 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
                     seen.push(buf[..n].to_vec());
                 }
                 Journal::Real => {
-                    *seen = journal_entries_of(child.id());
+                    *seen = journal_entries_of(child.0.id());
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -549,8 +563,8 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
     wait_for_entry("the audit of Allocate", &mut seen, &|m| {
         field(m, "METHOD", "Allocate") && field(m, "UID", "0")
     });
-    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
-    child.wait().unwrap();
+    kill_process(Pid::from_raw(child.0.id() as i32).unwrap(), Signal::TERM).unwrap();
+    child.0.wait().unwrap();
     let plain = std::fs::read_to_string(temp.path().join("stderr")).unwrap();
     assert!(!plain.contains(&id), "logged to stderr instead: {plain}");
 }
