@@ -55,6 +55,29 @@ fn mcsctl(socket: &Path, args: &[&str]) -> Output {
         .expect("run mcsctl")
 }
 
+/// Waits until the wall clock has moved past the `created_at` mcsd
+/// recorded for `id` (milliseconds), so whatever comes next is stamped
+/// strictly later: an order the clock guarantees, where a sleep only guesses.
+async fn wait_past_creation(socket: &Path, id: &str) {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let mut client = mcs_client::Client::connect(socket).await.unwrap();
+    let t = client.get(id).await.unwrap().created_at.unwrap();
+    let at = Duration::new(t.seconds as u64, t.nanos as u32).as_millis();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        <= at
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not move past {at} ms in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -262,7 +285,8 @@ async fn reconcile_takes_ids_from_arguments_and_stdin() {
     for id in ["a", "b", "c", "d"] {
         stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", "podman"]));
     }
-    std::thread::sleep(std::time::Duration::from_millis(3));
+    // Reconcile keeps what was made in the millisecond it starts.
+    wait_past_creation(&s.socket, "d").await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
         .arg("--socket")
         .arg(&s.socket)
@@ -429,9 +453,18 @@ async fn relabel_prints_one_summary_line_and_fails_on_refused_roots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_stats_bar_and_list_sort_limit_wide() {
     let s = daemon("c0.c9").await;
-    for (id, owner) in [("c", "podman"), ("a", "crio"), ("b", "podman")] {
-        stdout(&mcsctl(&s.socket, &["allocate", id, "--owner", owner]));
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    // Levels pinned so that level order (b, c, a) differs from id order and
+    // age order; each created strictly after the one before.
+    for (id, owner, level) in [
+        ("c", "podman", "s0:c1,c2"),
+        ("a", "crio", "s0:c3,c4"),
+        ("b", "podman", "s0:c0,c9"),
+    ] {
+        stdout(&mcsctl(
+            &s.socket,
+            &["allocate", id, "--owner", owner, "--level", level],
+        ));
+        wait_past_creation(&s.socket, id).await;
     }
     let status = stdout(&mcsctl(&s.socket, &["status"]));
     assert!(status.contains("health   SERVING"), "{status}");
@@ -495,8 +528,10 @@ async fn status_stats_bar_and_list_sort_limit_wide() {
         wide.contains("system_u:system_r:container_t:s0:c"),
         "{wide}"
     );
-    let by_level = ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "level"])));
-    assert_eq!(by_level.len(), 3);
+    assert_eq!(
+        ids(&stdout(&mcsctl(&s.socket, &["list", "--sort", "level"]))),
+        ["b", "c", "a"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,28 +85,43 @@ pub fn listen_fd() -> Result<Option<OwnedFd>, String> {
 mod tests {
     use super::*;
 
+    /// Set in the child process the test below starts.
+    const CHILD: &str = "MCSD_TEST_NOTIFY_CHILD";
+
+    /// `notify` reads `NOTIFY_SOCKET` from the environment, so it runs in a
+    /// child process (this very test, re-executed) and the test's own
+    /// environment stays untouched; the parent checks what arrived.
     #[test]
     fn notifications_reach_a_listening_socket() {
+        if std::env::var_os(CHILD).is_some() {
+            notify("READY=1");
+            notify("STATUS=Serving: 0 of 45 pairs held");
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let listener = UnixDatagram::bind(&path).unwrap();
-        // A child process, so the test's own environment stays untouched.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "systemd::tests::child_notifies", "--nocapture"])
-            .env("NOTIFY_SOCKET", &path)
-            .env("MCSD_TEST_CHILD", "1")
-            .status()
+        // Bounded: a child that sends nothing fails the test, not hangs it.
+        listener
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        assert!(status.success());
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "systemd::tests::notifications_reach_a_listening_socket",
+                "--nocapture",
+            ])
+            .env("NOTIFY_SOCKET", &path)
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
         let mut buf = [0u8; 64];
-        let n = listener.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"READY=1");
-    }
-
-    #[test]
-    fn child_notifies() {
-        if std::env::var_os("MCSD_TEST_CHILD").is_some() {
-            notify("READY=1");
+        for expected in ["READY=1", "STATUS=Serving: 0 of 45 pairs held"] {
+            let n = listener
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {expected:?} from the child: {e}; {out:?}"));
+            assert_eq!(String::from_utf8_lossy(&buf[..n]), expected);
         }
     }
 }

@@ -132,10 +132,10 @@ async fn reconcile_releases_what_the_runtime_no_longer_has() {
     for id in ["a", "b", "c"] {
         c.allocate(Allocate::new(id).owner("podman")).await.unwrap();
     }
-    c.allocate(Allocate::new("d").owner("crio")).await.unwrap();
+    let last = c.allocate(Allocate::new("d").owner("crio")).await.unwrap();
     // Reconcile keeps allocations made in the millisecond it starts (they
-    // may be new containers); let that millisecond pass.
-    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    // may be new containers); let the clock move past the last one.
+    common::wait_past(last.created_at);
 
     // A dry run reports and changes nothing.
     let dry = c

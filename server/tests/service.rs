@@ -142,6 +142,7 @@ async fn health_reflection_and_status_answer_over_the_socket() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
+    let launched = Instant::now();
     let d = TestDaemon::start("c0.c9");
     let mut c = d.client().await;
     let mut health = HealthClient::new(c.channel());
@@ -185,7 +186,23 @@ async fn health_reflection_and_status_answer_over_the_socket() {
     );
     assert_eq!(s.selinux_mode, mcsd::context::selinux_mode().to_string());
     assert_eq!(s.restore_mode, "original");
-    assert!(s.uptime_seconds >= 0.0);
+    // The uptime counts from the daemon's start: never more than the time
+    // since this test launched it, and it grows with real time. (A wall
+    // clock slewed by NTP drifts far less than the 1 ms allowed here.)
+    let first = s.uptime_seconds;
+    let since_launch = launched.elapsed().as_secs_f64();
+    assert!(
+        first > 0.0 && first <= since_launch,
+        "uptime {first} s, launched {since_launch} s ago"
+    );
+    let wait = Duration::from_millis(300);
+    tokio::time::sleep(wait).await;
+    let second = c.status().await.unwrap().uptime_seconds;
+    let since_launch = launched.elapsed().as_secs_f64();
+    assert!(
+        second - first >= wait.as_secs_f64() - 0.001 && second <= since_launch,
+        "uptime {first} s, then {second} s after a {wait:?} wait, launched {since_launch} s ago"
+    );
 }
 
 fn scrape(port: u16) -> String {
@@ -388,68 +405,154 @@ fn check_config_prints_the_effective_configuration_or_the_error() {
     assert!(err.contains("mcsd.toml:2: relabel.restore:"), "{err}");
 }
 
+/// Where the test reads journal entries from.
+enum Journal {
+    /// No journald runs: the test binds journald's socket and receives
+    /// mcsd's datagrams itself.
+    Played(UnixDatagram),
+    /// A journald runs: the test asks it (journalctl) for the entries of the
+    /// mcsd process it started, which no other process can have written.
+    Real,
+}
+
+/// Removes the socket this test bound in journald's place.
+struct Unbind;
+
+impl Drop for Unbind {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(JOURNAL_SOCKET);
+    }
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Kills the mcsd a test started if the test fails before stopping it, so
+/// a failure leaves no daemon behind.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // Already waited for on success: then kill and wait do nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The entries of process `pid` that a running journald holds, in the
+/// export format (`FIELD=value` lines, or `FIELD\n<len><value>` for values
+/// with newlines: the native protocol's form), one per element.
+fn journal_entries_of(pid: u32) -> Vec<Vec<u8>> {
+    let out = Command::new("journalctl")
+        .args(["--no-pager", "-o", "export", &format!("_PID={pid}")])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("a journald runs ({JOURNAL_SOCKET} exists) but journalctl cannot run: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "journalctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut entries = Vec::new();
+    let mut rest = &out.stdout[..];
+    while !rest.is_empty() {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map_or(rest.len(), |i| i + 2);
+        entries.push(rest[..end].to_vec());
+        rest = &rest[end..];
+    }
+    entries
+}
+
 /// When stderr is the journal (JOURNAL_STREAM names it), mcsd logs to
-/// journald's socket with structured fields. The test plays journald: it
-/// binds /run/systemd/journal/socket (only where no journald runs).
+/// journald's socket with structured fields. Where no journald runs the
+/// test plays journald (binds its socket); where one runs, it finds the
+/// entries of its own mcsd process (by `_PID`, with a container id no other
+/// run uses) through journalctl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
     use std::os::unix::fs::MetadataExt;
-    let journal = Path::new("/run/systemd/journal/socket");
-    if journal.exists() {
-        // A real journald owns the socket; this test cannot stand in for it.
-        eprintln!("SKIPPED: a journald runs on this machine; journal logging is tested where none does (CI)");
-        println!("SKIPPED: a journald runs on this machine");
-        return;
-    }
-    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
-    let listener = UnixDatagram::bind(journal).unwrap();
-    struct Cleanup;
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file("/run/systemd/journal/socket");
-        }
-    }
-    let _cleanup = Cleanup;
-    listener
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let journal_socket = Path::new(JOURNAL_SOCKET);
+    let (journal, _unbind) = if journal_socket.exists() {
+        (Journal::Real, None)
+    } else {
+        std::fs::create_dir_all(journal_socket.parent().unwrap()).unwrap();
+        let listener = UnixDatagram::bind(journal_socket).unwrap();
+        listener
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        (Journal::Played(listener), Some(Unbind))
+    };
 
     let temp = tempfile::tempdir().unwrap();
     let stderr = std::fs::File::create(temp.path().join("stderr")).unwrap();
     let meta = stderr.metadata().unwrap();
-    let mut child = mcsd_in(temp.path())
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = Reap(
+        mcsd_in(temp.path())
+            .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
     wait_for("the socket", || temp.path().join("mcsd.sock").exists());
     let mut c = Client::connect(temp.path().join("mcsd.sock"))
         .await
         .unwrap();
-    c.allocate(Allocate::new("journal-me").owner("podman"))
+    // Unique to this run, so an entry of an earlier run cannot answer for it.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let id = format!("journal-me-{}-{nanos}", child.0.id());
+    c.allocate(Allocate::new(id.as_str()).owner("podman"))
         .await
         .unwrap();
     // The native journal protocol: FIELD=value lines, or FIELD\n<len><value>.
+    // Whole field names only: UID must not match journald's own _UID.
     let field = |entry: &[u8], name: &str, value: &str| {
         let text = String::from_utf8_lossy(entry);
-        text.contains(&format!("{name}={value}"))
+        let text = format!("\n{text}");
+        text.contains(&format!("\n{name}={value}"))
             || text
-                .split(&format!("{name}\n"))
+                .split(&format!("\n{name}\n"))
                 .nth(1)
                 .is_some_and(|rest| rest.get(8..8 + value.len()) == Some(value))
     };
-    let mut buf = vec![0u8; 65536];
     let mut seen: Vec<Vec<u8>> = Vec::new();
-    while !seen
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wait_for_entry = |what: &str, seen: &mut Vec<Vec<u8>>, found: &dyn Fn(&[u8]) -> bool| {
+        while !seen.iter().any(|m| found(m)) {
+            assert!(
+                Instant::now() < deadline,
+                "no journal entry for {what} within 20 s; entries seen: {:?}",
+                seen.iter()
+                    .map(|m| String::from_utf8_lossy(m))
+                    .collect::<Vec<_>>()
+            );
+            match &journal {
+                Journal::Played(listener) => {
+                    let mut buf = vec![0u8; 65536];
+                    let n = listener
+                        .recv(&mut buf)
+                        .unwrap_or_else(|e| panic!("no journal entry for {what}: {e}"));
+                    seen.push(buf[..n].to_vec());
+                }
+                Journal::Real => {
+                    *seen = journal_entries_of(child.0.id());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    };
+    wait_for_entry("the allocation", &mut seen, &|m| {
+        field(m, "CONTAINER_ID", &id) && field(m, "OWNER", "podman")
+    });
+    let entry = seen
         .iter()
-        .any(|m| field(m, "CONTAINER_ID", "journal-me") && field(m, "OWNER", "podman"))
-    {
-        let n = listener
-            .recv(&mut buf)
-            .expect("a journal entry for the allocation");
-        seen.push(buf[..n].to_vec());
-    }
-    let entry = seen.last().unwrap();
+        .find(|m| field(m, "CONTAINER_ID", &id) && field(m, "OWNER", "podman"))
+        .unwrap();
     assert!(
         field(entry, "LEVEL", "s0:c"),
         "{}",
@@ -457,20 +560,13 @@ async fn logs_go_to_the_journal_with_fields_when_stderr_is_the_journal() {
     );
     assert!(field(entry, "SYSLOG_IDENTIFIER", "mcsd"));
     // The audit entry names the caller.
-    while !seen
-        .iter()
-        .any(|m| field(m, "METHOD", "Allocate") && field(m, "UID", "0"))
-    {
-        let n = listener.recv(&mut buf).expect("the audit entry");
-        seen.push(buf[..n].to_vec());
-    }
-    kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
-    child.wait().unwrap();
+    wait_for_entry("the audit of Allocate", &mut seen, &|m| {
+        field(m, "METHOD", "Allocate") && field(m, "UID", "0")
+    });
+    kill_process(Pid::from_raw(child.0.id() as i32).unwrap(), Signal::TERM).unwrap();
+    child.0.wait().unwrap();
     let plain = std::fs::read_to_string(temp.path().join("stderr")).unwrap();
-    assert!(
-        !plain.contains("journal-me"),
-        "logged to stderr instead: {plain}"
-    );
+    assert!(!plain.contains(&id), "logged to stderr instead: {plain}");
 }
 
 /// A plain health check (service "") and the API's own entry both turn

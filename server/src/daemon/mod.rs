@@ -183,6 +183,8 @@ pub struct Daemon {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     health: tonic_health::server::HealthReporter,
     serving: Arc<AtomicBool>,
+    /// Turns health to NOT_SERVING when the engine's actor dies.
+    health_follows_engine: JoinHandle<()>,
     metrics: Option<JoinHandle<()>>,
     policy: SharedPolicy,
     relabeler: SharedRelabeler,
@@ -299,6 +301,11 @@ impl Daemon {
         health.set_serving::<LabelsServer<LabelService>>().await;
         health.set_service_status("", ServingStatus::Serving).await;
         serving.store(true, Ordering::Relaxed);
+        let health_follows_engine = tokio::spawn(follow_engine(
+            engine.clone(),
+            health.clone(),
+            serving.clone(),
+        ));
         tracing::info!(socket = %socket.path().display(), range = %config.range, "mcsd is serving");
         Ok(Daemon {
             engine,
@@ -307,6 +314,7 @@ impl Daemon {
             server,
             health,
             serving,
+            health_follows_engine,
             metrics,
             policy,
             relabeler,
@@ -327,6 +335,7 @@ impl Daemon {
     /// Stops gracefully: in-flight calls finish, queued changes commit, the
     /// store flushes.
     pub async fn stop(self) -> Result<(), DaemonError> {
+        self.health_follows_engine.abort();
         self.serving.store(false, Ordering::Relaxed);
         self.health
             .set_not_serving::<LabelsServer<LabelService>>()
@@ -359,6 +368,22 @@ impl Daemon {
         tracing::info!("mcsd stopped");
         Ok(())
     }
+}
+
+/// Health follows the engine: once its actor has died (a panic) every
+/// request fails, so health checks and `mcsctl status` must stop saying
+/// SERVING and let a supervisor or load balancer act on it.
+async fn follow_engine(
+    engine: Engine,
+    health: tonic_health::server::HealthReporter,
+    serving: Arc<AtomicBool>,
+) {
+    engine.stopped().await;
+    serving.store(false, Ordering::Relaxed);
+    health.set_not_serving::<LabelsServer<LabelService>>().await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }
 
 fn create_state_dir(path: &Path) -> Result<(), DaemonError> {

@@ -1,5 +1,6 @@
 //! The daemon in process: reloads that fail leave everything as it was,
-//! and a start reconciles the configured reservations.
+//! a start reconciles the configured reservations, and health follows the
+//! engine.
 
 use std::path::Path;
 
@@ -117,5 +118,55 @@ async fn a_start_drops_the_configured_reservations_the_file_no_longer_lists() {
     daemon.stop().await.unwrap();
     let daemon = Daemon::start(&config(dir.path(), &[])).await.unwrap();
     assert!(reserved(&daemon).await.is_empty());
+    daemon.stop().await.unwrap();
+}
+
+/// A panicked engine actor fails every call; health must say so instead of
+/// SERVING, on the overall status and the API's own entry, and so must
+/// `mcsctl status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_when_the_engine_actor_dies() {
+    use std::time::Duration;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(dir.path(), &[])).await.unwrap();
+    let mut client = mcs_client::Client::connect(daemon.socket_path())
+        .await
+        .unwrap();
+    let mut watches = Vec::new();
+    for service in ["", "mcs.v1.Labels"] {
+        let mut stream = HealthClient::new(client.channel())
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push((service, stream));
+    }
+    assert!(daemon.engine().is_running());
+    assert_eq!(client.status().await.unwrap().health, "SERVING");
+
+    daemon.engine().panic_for_test().await;
+    for (service, mut stream) in watches {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("health changes within 10 s of the actor's death")
+            .unwrap()
+            .expect("the watch carries the change");
+        assert_eq!(next.status(), ServingStatus::NotServing, "{service:?}");
+    }
+    assert!(!daemon.engine().is_running());
+    assert!(matches!(
+        daemon.engine().stats().await,
+        Err(crate::error::AllocError::ShuttingDown)
+    ));
+    assert_eq!(client.status().await.unwrap().health, "NOT_SERVING");
+    // Stopping still closes the store cleanly.
     daemon.stop().await.unwrap();
 }

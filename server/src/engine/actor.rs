@@ -376,6 +376,8 @@ impl Actor {
                     continue;
                 }
                 Command::Retry(..) => unreachable!("retries are unwrapped above"),
+                #[cfg(test)]
+                Command::Panic => panic!("the engine actor panics, as a test asked"),
             };
             match step {
                 Step::Defer(cmd) if attempt > 0 => self

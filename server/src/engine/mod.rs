@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
 use tokio::task::JoinHandle;
 
 pub use view::{LoadError, Stats};
@@ -162,6 +162,10 @@ enum Command {
     /// An Allocate or Release planned again after it lost a race in a
     /// shared store, with the attempts made so far.
     Retry(Box<Command>, u32),
+    /// Makes the actor panic, so tests can see what follows its death.
+    /// Unit tests only: no production build has it.
+    #[cfg(test)]
+    Panic,
 }
 
 /// Handle to the engine; cheap to clone.
@@ -175,7 +179,11 @@ struct Inner {
     store: Arc<dyn Store>,
     gate: Arc<RwLock<()>>,
     config: EngineConfig,
+    /// The task that waits for the actor and reports its end.
     actor: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// True while the actor runs; false once it has ended, by a shutdown
+    /// or a panic.
+    running: watch::Receiver<bool>,
 }
 
 /// Records scanned per listing step; bounds how long a step holds the gate.
@@ -202,7 +210,32 @@ impl Engine {
         let gate = Arc::new(RwLock::new(()));
         let actor = actor::Actor::new(rx, store.clone(), gate.clone(), view, config.clone())
             .following(store.changes());
-        let handle = tokio::spawn(actor.run());
+        let actor = tokio::spawn(actor.run());
+        let (running_tx, running) = watch::channel(true);
+        // A dead actor leaves every call failing with ShuttingDown while
+        // the process lives on: say why once, and tell whoever follows
+        // `running` (the health service) that the engine is gone.
+        let handle = tokio::spawn(async move {
+            match actor.await {
+                Ok(()) => tracing::debug!("the engine stopped"),
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("(no message)");
+                    tracing::error!(
+                        panic = message,
+                        "the engine panicked: every request now fails; restart mcsd"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the engine stopped: every request now fails; restart mcsd")
+                }
+            }
+            running_tx.send_replace(false);
+        });
         Ok(Engine {
             inner: Arc::new(Inner {
                 tx,
@@ -210,8 +243,30 @@ impl Engine {
                 gate,
                 config,
                 actor: std::sync::Mutex::new(Some(handle)),
+                running,
             }),
         })
+    }
+
+    /// Whether the actor that answers requests still runs. False once it
+    /// has ended (a shutdown, or a panic): from then on every request fails
+    /// with [`AllocError::ShuttingDown`].
+    pub fn is_running(&self) -> bool {
+        *self.inner.running.borrow()
+    }
+
+    /// Resolves once the actor has ended, for whatever reason.
+    pub async fn stopped(&self) {
+        let mut running = self.inner.running.clone();
+        // The sender is dropped only after it has sent false, and wait_for
+        // looks at the current value first: an error here means stopped.
+        let _ = running.wait_for(|running| !running).await;
+    }
+
+    /// Makes the actor panic (unit tests only).
+    #[cfg(test)]
+    pub(crate) async fn panic_for_test(&self) {
+        let _ = self.inner.tx.send(Command::Panic).await;
     }
 
     /// This host's name, as recorded with its allocations.

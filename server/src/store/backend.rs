@@ -426,10 +426,17 @@ mod tests {
         struct File {
             store: StoreSection,
         }
-        let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        // Every error starts with where it points: the key a value is
+        // refused for, or, for a syntax error, the line (as config.rs
+        // reports them).
+        let line = |offset: usize| text[..offset].matches('\n').count() + 1;
+        let file: File = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            format!("line {}: {}", line(at), e.message())
+        })?;
         file.store
             .validate()
-            .map_err(|(key, span, message)| format!("{key} @{}: {message}", span.start))
+            .map_err(|(key, span, message)| format!("{key} (line {}): {message}", line(span.start)))
     }
 
     #[test]
@@ -542,7 +549,7 @@ mod tests {
             ),
             (
                 etcd(&format!("{tls}ca = \"rel.pem\"\n")),
-                "",
+                "line 6",
                 "duplicate key",
             ),
             (
@@ -589,13 +596,18 @@ mod tests {
             ),
             (
                 etcd(&format!("{ok}colour = 1\n")),
-                "",
+                "line 5",
                 "unknown field `colour`",
             ),
         ];
-        for (text, key, hint) in cases {
+        for (text, at, hint) in cases {
             let err = parse(&text).unwrap_err();
-            assert!(err.starts_with(key), "{text:?}: {err}");
+            // The whole key (or line), not a prefix of it: "store.etcd"
+            // must not pass for "store.etcd.endpoints".
+            assert!(
+                err.starts_with(&format!("{at}: ")) || err.starts_with(&format!("{at} (line ")),
+                "{text:?}: {err}"
+            );
             assert!(err.contains(hint), "{text:?}: {err}");
         }
     }

@@ -162,3 +162,26 @@ pub fn code<T: std::fmt::Debug>(result: Result<T, mcs_client::ClientError>) -> t
         Err(e) => e.code().expect("a status from mcsd"),
     }
 }
+
+/// Waits until the wall clock has moved past `created_at` (mcsd records
+/// milliseconds), so whatever mcsd does next is stamped strictly later: an
+/// order the clock guarantees, where a sleep of a few ms only guesses.
+pub fn wait_past(created_at: Option<prost_types::Timestamp>) {
+    let t = created_at.expect("the allocation has a created_at");
+    let at = Duration::new(t.seconds as u64, t.nanos as u32).as_millis();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while now_millis() <= at {
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not move past {at} ms in 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis()
+}
