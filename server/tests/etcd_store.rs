@@ -15,6 +15,7 @@ use mcsd::engine::{AllocateRequest, Engine, EngineConfig};
 use mcsd::error::AllocError;
 use mcsd::id::{ContainerId, GroupKey, Owner};
 use mcsd::level::{CategoryRange, Level};
+use mcsd::reservation::Reservation;
 use mcsd::store::backend::EtcdSettings;
 use mcsd::store::etcd::EtcdStore;
 use mcsd::store::{
@@ -305,6 +306,12 @@ impl Store for Altered {
     }
     async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
         self.0.holder(level).await
+    }
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        self.0.reservation(reservation).await
     }
     async fn held_count(&self) -> Result<Option<u64>, StoreError> {
         self.0.held_count().await
@@ -657,4 +664,98 @@ async fn pairs_released_elsewhere_are_handed_out_before_the_feed_reports_them() 
     assert!(matches!(err, AllocError::LevelHeld { .. }), "{err}");
     engine.shutdown().await.unwrap();
     other.shutdown().await.unwrap();
+}
+
+/// Two engines on one etcd: `a` follows the store; `b`'s feed stays shut
+/// (the gate is returned: keep it, dropping it opens the feed), so `b`
+/// hears of nothing `a` does unless it reads the store itself.
+async fn engines_with_b_deaf(
+    cluster: &EtcdCluster,
+    prefix: &str,
+    range_text: &str,
+) -> (Engine, Engine, tokio::sync::watch::Sender<bool>) {
+    let settings = settings(cluster, prefix);
+    let a = EtcdStore::connect(&settings, range(range_text))
+        .await
+        .unwrap();
+    let a = Engine::start(Arc::new(a), engine_config(range_text))
+        .await
+        .unwrap();
+    let (gate, shut) = tokio::sync::watch::channel(false);
+    let b = Altered(
+        EtcdStore::connect(&settings, range(range_text))
+            .await
+            .unwrap(),
+        Feed::Gated(shut),
+    );
+    let b = Engine::start(Arc::new(b), engine_config(range_text))
+        .await
+        .unwrap();
+    (a, b, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_reserved_through_another_instance_is_refused_before_the_feed_reports_it() {
+    let cluster = EtcdCluster::start(1);
+    let (a, b, _gate) = engines_with_b_deaf(&cluster, "/resv/", "c0.c9").await;
+    let asked = |id: &str, level: &str| AllocateRequest {
+        level: Some(level.parse().unwrap()),
+        ..request(id)
+    };
+
+    // The pair itself reserved through a.
+    let pair: Reservation = "s0:c1,c2".parse().unwrap();
+    a.reserve(pair).await.unwrap();
+    let err = b.allocate(asked("x", "s0:c1,c2")).await.unwrap_err();
+    assert!(
+        matches!(err, AllocError::LevelReserved { reservation, .. } if reservation == pair),
+        "{err}"
+    );
+    // One of its categories reserved through a.
+    let category: Reservation = "c5".parse().unwrap();
+    a.reserve(category).await.unwrap();
+    let err = b.allocate(asked("y", "s0:c3,c5")).await.unwrap_err();
+    assert!(
+        matches!(err, AllocError::LevelReserved { reservation, .. } if reservation == category),
+        "{err}"
+    );
+    // Nothing of either was recorded, and b now counts both reservations.
+    for id in ["x", "y"] {
+        let err = a.get(&ContainerId::new(id).unwrap()).await.unwrap_err();
+        assert!(matches!(err, AllocError::NotFound(_)), "{id}: {err}");
+    }
+    assert_eq!(b.stats().await.unwrap().pool.reserved, 1 + 9);
+    // A pair no reservation covers is still handed out.
+    let free = b.allocate(asked("z", "s0:c3,c4")).await.unwrap();
+    assert_eq!(free.record.level.to_string(), "s0:c3,c4");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_draws_never_hand_out_pairs_reserved_through_another_instance() {
+    let cluster = EtcdCluster::start(1);
+    // c0.c2: 3 pairs; reserving c0 through a leaves s0:c1,c2 alone free.
+    let (a, b, _gate) = engines_with_b_deaf(&cluster, "/draw/", "c0.c2").await;
+    a.reserve("c0".parse().unwrap()).await.unwrap();
+    assert_eq!(b.stats().await.unwrap().pool.free, 3, "b heard of it early");
+
+    // b's view still has all 3 free, so without the store refusing its
+    // claims it would hand out all three.
+    let mut results = Vec::new();
+    for id in ["d1", "d2", "d3"] {
+        results.push(b.allocate(request(id)).await.map(|got| got.record.level));
+    }
+    let levels: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(ToString::to_string))
+        .collect();
+    assert_eq!(levels, ["s0:c1,c2"], "{results:?}");
+    for result in &results {
+        if let Err(err) = result {
+            assert!(matches!(err, AllocError::Exhausted { .. }), "{err}");
+        }
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -33,10 +33,12 @@ use futures_util::future::join_all;
 use self::feed::{EtcdFeed, OwnWrites};
 use super::codec;
 use super::{
-    AllocationRecord, ChangeFeed, GroupRecord, Holder, LoadSink, ReadBatch, Store, StoreError, Txn,
+    AllocationRecord, ChangeFeed, GroupRecord, Holder, LoadSink, ReadBatch, ReservationRecord,
+    Store, StoreError, Txn,
 };
 use crate::id::{ContainerId, GroupKey};
 use crate::level::Level;
+use crate::reservation::Reservation;
 
 /// Key of the category range every instance sharing the prefix uses.
 pub const RANGE_KEY: &[u8] = b"meta/range";
@@ -288,6 +290,17 @@ impl Store for EtcdStore {
         self.get_value(&key)
             .await?
             .map(|v| codec::decode_holder(&v).map_err(|e| self.corrupt(&key, e)))
+            .transpose()
+    }
+
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let key = codec::reservation_key(reservation);
+        self.get_value(&key)
+            .await?
+            .map(|v| codec::decode_reservation(&v).map_err(|e| self.corrupt(&key, e)))
             .transpose()
     }
 

@@ -6,12 +6,17 @@
 //! deterministically, and every record holds its creation time, so equal
 //! bytes mean the same record). All compares and all writes go in one etcd
 //! transaction, so either every write lands or none does; two instances
-//! claiming the same pair cannot both succeed. When the compares fail, the
-//! failure branch reads the compared keys back, so the conflict can say what
-//! another instance changed.
+//! claiming the same pair cannot both succeed. A claim also requires that
+//! no reservation covers the pair (neither the pair's own reservation key
+//! nor either of its two categories'): the claiming instance's view may not
+//! have heard of a reservation made through another instance yet, and the
+//! pool is never trusted for uniqueness, etcd is. When the compares fail,
+//! the failure branch reads the compared keys back, so the conflict can say
+//! what another instance changed.
 
 use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
 
+use crate::reservation::Reservation;
 use crate::store::codec;
 use crate::store::{Op, Txn};
 
@@ -27,7 +32,8 @@ pub(super) enum Expect {
 /// One [`Txn`] ready for etcd. Keys here are logical (without the prefix).
 #[derive(Debug, Default)]
 pub(super) struct Planned {
-    /// Each compared key and what it must hold.
+    /// Each compared key and what it must hold (some are only compared,
+    /// never written: the reservations a claim must not collide with).
     pub expects: Vec<(Vec<u8>, Expect)>,
     /// Keys to write, with `None` for a delete.
     pub writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -92,8 +98,25 @@ pub(super) fn plan(txn: &Txn) -> Planned {
         };
         p.expects.push((key.clone(), expect));
         p.writes.push((key, write));
+        if let Op::ClaimPair { level, .. } = op {
+            // A reservation of the pair or of either category keeps it
+            // from being handed out, whoever made it.
+            for reservation in covering(*level) {
+                p.expects
+                    .push((codec::reservation_key(reservation), Expect::Absent));
+            }
+        }
     }
     p
+}
+
+/// The reservations that would keep `level` from being handed out.
+fn covering(level: crate::level::Level) -> [Reservation; 3] {
+    [
+        Reservation::Pair(level),
+        Reservation::Category(level.low()),
+        Reservation::Category(level.high()),
+    ]
 }
 
 impl Planned {
@@ -174,6 +197,9 @@ fn describe(key: &[u8]) -> String {
 }
 
 fn already_exists(key: &[u8], value: &[u8]) -> String {
+    if key.starts_with(codec::RESERVATION_PREFIX) {
+        return format!("{} was made through another mcsd", describe(key));
+    }
     if key.starts_with(codec::PAIR_PREFIX) {
         if let Ok(holder) = codec::decode_holder(value) {
             return format!(
@@ -233,7 +259,15 @@ mod tests {
         ]));
         assert_eq!(p.expects[0], (b"a/c1".to_vec(), Expect::Absent));
         assert_eq!(p.expects[1].1, Expect::Absent);
-        assert_eq!(p.expects[2].1, Expect::Value(codec::encode_group(&group)));
+        // The claim also needs every reservation that covers the pair
+        // absent, and writes none of them.
+        let reservations: Vec<_> = p.expects[2..5].iter().cloned().collect();
+        assert_eq!(
+            reservations,
+            [&b"r/s0:c1,c2"[..], b"r/c1", b"r/c2"].map(|k| (k.to_vec(), Expect::Absent))
+        );
+        assert_eq!(p.expects[5].1, Expect::Value(codec::encode_group(&group)));
+        assert_eq!(p.writes.len(), 3);
         assert_eq!(p.writes[2].1, Some(codec::encode_group(&joined)));
 
         let p = plan(&Txn(vec![

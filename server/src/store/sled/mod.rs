@@ -20,9 +20,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 
 use super::codec::{self, FORMAT_KEY, FORMAT_VERSION};
-use super::{AllocationRecord, GroupRecord, Holder, LoadSink, Op, Store, StoreError, Txn};
+use super::{
+    AllocationRecord, GroupRecord, Holder, LoadSink, Op, ReservationRecord, Store, StoreError, Txn,
+};
 use crate::id::{ContainerId, GroupKey};
 use crate::level::Level;
+use crate::reservation::Reservation;
 
 /// sled's page cache; the engine reads records rarely (Get, List, and once
 /// per mutation), so a small cache keeps RSS low at full occupancy.
@@ -340,6 +343,16 @@ impl Store for SledStore {
         let key = codec::pair_key(level);
         self.get(&key)?
             .map(|v| codec::decode_holder(&v).map_err(|e| self.corrupt(&key, e)))
+            .transpose()
+    }
+
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let key = codec::reservation_key(reservation);
+        self.get(&key)?
+            .map(|v| codec::decode_reservation(&v).map_err(|e| self.corrupt(&key, e)))
             .transpose()
     }
 
