@@ -759,3 +759,178 @@ async fn random_draws_never_hand_out_pairs_reserved_through_another_instance() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// `encoded` with a field this build does not know appended (tag 99, a
+/// string), as a newer mcsd that added one would write it: protobuf
+/// decoders skip it, but re-encoding what was decoded drops it.
+fn with_unknown_field(mut encoded: Vec<u8>) -> Vec<u8> {
+    let value = b"from a newer mcsd";
+    // Key: tag 99, wire type 2 (length-delimited), as a varint.
+    encoded.extend_from_slice(&[0x9a, 0x06, value.len() as u8]);
+    encoded.extend_from_slice(value);
+    encoded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_by_a_newer_mcsd_with_unknown_fields_are_released() {
+    use mcsd::store::codec;
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/newer/");
+    // Connecting records the format and the range under the prefix.
+    let store = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let group = GroupKey::new("pod").unwrap();
+    let mut one = record("one", "s0:c1,c2");
+    one.group = Some(group.clone());
+    let two = AllocationRecord {
+        container_id: ContainerId::new("two").unwrap(),
+        ..one.clone()
+    };
+    let pod = GroupRecord {
+        key: group.clone(),
+        level: one.level,
+        members: 2,
+        created_at: one.created_at,
+    };
+    let lone = record("lone", "s0:c3,c4");
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let key = |logical: Vec<u8>| [b"/newer/".to_vec(), logical].concat();
+    let writes = [
+        (
+            codec::allocation_key(&one.container_id),
+            codec::encode_allocation(&one),
+        ),
+        (
+            codec::allocation_key(&two.container_id),
+            codec::encode_allocation(&two),
+        ),
+        (codec::group_key(&group), codec::encode_group(&pod)),
+        (
+            codec::pair_key(one.level),
+            codec::encode_holder(&one.holder()),
+        ),
+        (
+            codec::allocation_key(&lone.container_id),
+            codec::encode_allocation(&lone),
+        ),
+        (
+            codec::pair_key(lone.level),
+            codec::encode_holder(&lone.holder()),
+        ),
+    ];
+    for (logical, value) in writes {
+        client
+            .put(key(logical), with_unknown_field(value), None)
+            .await
+            .unwrap();
+    }
+    // The records decode as they were meant.
+    assert_eq!(
+        store.allocation(&one.container_id).await.unwrap(),
+        Some(one.clone())
+    );
+    assert_eq!(store.group(&group).await.unwrap(), Some(pod));
+
+    let engine = Engine::start(Arc::new(store), engine_config("c0.c9"))
+        .await
+        .unwrap();
+    assert_eq!(engine.stats().await.unwrap().containers, 3);
+    for id in ["lone", "one", "two"] {
+        let released = engine.release(ContainerId::new(id).unwrap()).await;
+        assert!(released.is_ok(), "{id}: {released:?}");
+    }
+    let left = client
+        .get(
+            "/newer/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<String> = left
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        ["/newer/meta/format", "/newer/meta/range"],
+        "not released"
+    );
+    let stats = engine.stats().await.unwrap();
+    assert_eq!((stats.containers, stats.pool.held), (0, 0));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_another_writer_rewrote_after_it_was_read_is_not_deleted_blindly() {
+    use mcsd::store::codec;
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/rewrite/");
+    let store = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let x = record("x", "s0:c1,c2");
+    assert_eq!(store.commit(vec![claim(&x)]).await, vec![Ok(())]);
+    let release = |r: &AllocationRecord| {
+        Txn(vec![
+            Op::DeleteAllocation(r.clone()),
+            Op::FreePair {
+                level: r.level,
+                holder: r.holder(),
+            },
+        ])
+    };
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let a_x = [
+        b"/rewrite/".to_vec(),
+        codec::allocation_key(&x.container_id),
+    ]
+    .concat();
+
+    // Read here, then written again by another writer with the very same
+    // bytes (another mcsd took it over, say): what was read is no longer
+    // what is there, even if it looks the same.
+    assert_eq!(
+        store.allocation(&x.container_id).await.unwrap(),
+        Some(x.clone())
+    );
+    client
+        .put(a_x.clone(), codec::encode_allocation(&x), None)
+        .await
+        .unwrap();
+    let result = store.commit(vec![release(&x)]).await;
+    assert!(
+        matches!(&result[0], Err(StoreError::Conflict(m)) if m == "the allocation of container x was changed by another writer"),
+        "{result:?}"
+    );
+    assert_eq!(client.get(a_x.clone(), None).await.unwrap().count(), 1);
+
+    // Changed for real after it was read: the same.
+    assert_eq!(
+        store.allocation(&x.container_id).await.unwrap(),
+        Some(x.clone())
+    );
+    let moved = AllocationRecord {
+        node: "elsewhere".into(),
+        ..x.clone()
+    };
+    client
+        .put(a_x.clone(), codec::encode_allocation(&moved), None)
+        .await
+        .unwrap();
+    let result = store.commit(vec![release(&x)]).await;
+    assert!(
+        matches!(&result[0], Err(StoreError::Conflict(_))),
+        "{result:?}"
+    );
+    let kept = client.get(a_x.clone(), None).await.unwrap();
+    assert_eq!(kept.kvs()[0].value(), codec::encode_allocation(&moved));
+
+    // Planned again from a fresh read, the release goes through.
+    let fresh = store.allocation(&x.container_id).await.unwrap().unwrap();
+    assert_eq!(fresh, moved);
+    assert_eq!(store.commit(vec![release(&fresh)]).await, vec![Ok(())]);
+    assert_eq!(client.get(a_x, None).await.unwrap().count(), 0);
+    assert_eq!(store.held_count().await.unwrap(), Some(0));
+}
