@@ -435,3 +435,30 @@ impl Store for SledStore {
             .unwrap_or(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_reads_back_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let pair: Reservation = "s0:c1,c2".parse().unwrap();
+        let record = ReservationRecord {
+            reservation: pair,
+            created_at: UNIX_EPOCH,
+            configured_by: Some("node-a".into()),
+        };
+        assert_eq!(store.reservation(pair).await.unwrap(), None);
+        let put = Txn(vec![Op::PutReservation(record.clone())]);
+        assert_eq!(store.commit(vec![put]).await, vec![Ok(())]);
+        assert_eq!(store.reservation(pair).await.unwrap(), Some(record));
+        // A category reservation is another key.
+        let category = "c1".parse().unwrap();
+        assert_eq!(store.reservation(category).await.unwrap(), None);
+        store.close().await.unwrap();
+    }
+}
