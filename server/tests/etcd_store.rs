@@ -15,6 +15,7 @@ use mcsd::engine::{AllocateRequest, Engine, EngineConfig};
 use mcsd::error::AllocError;
 use mcsd::id::{ContainerId, GroupKey, Owner};
 use mcsd::level::{CategoryRange, Level};
+use mcsd::reservation::Reservation;
 use mcsd::store::backend::EtcdSettings;
 use mcsd::store::etcd::EtcdStore;
 use mcsd::store::{
@@ -305,6 +306,12 @@ impl Store for Altered {
     }
     async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
         self.0.holder(level).await
+    }
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        self.0.reservation(reservation).await
     }
     async fn held_count(&self) -> Result<Option<u64>, StoreError> {
         self.0.held_count().await
@@ -663,4 +670,273 @@ async fn pairs_released_elsewhere_are_handed_out_before_the_feed_reports_them() 
     assert!(matches!(err, AllocError::LevelHeld { .. }), "{err}");
     engine.shutdown().await.unwrap();
     other.shutdown().await.unwrap();
+}
+
+/// Two engines on one etcd: `a` follows the store; `b`'s feed stays shut
+/// (the gate is returned: keep it, dropping it opens the feed), so `b`
+/// hears of nothing `a` does unless it reads the store itself.
+async fn engines_with_b_deaf(
+    cluster: &EtcdCluster,
+    prefix: &str,
+    range_text: &str,
+) -> (Engine, Engine, tokio::sync::watch::Sender<bool>) {
+    let settings = settings(cluster, prefix);
+    let a = EtcdStore::connect(&settings, range(range_text))
+        .await
+        .unwrap();
+    let a = Engine::start(Arc::new(a), engine_config(range_text))
+        .await
+        .unwrap();
+    let (gate, shut) = tokio::sync::watch::channel(false);
+    let b = Altered(
+        EtcdStore::connect(&settings, range(range_text))
+            .await
+            .unwrap(),
+        Feed::Gated(shut),
+    );
+    let b = Engine::start(Arc::new(b), engine_config(range_text))
+        .await
+        .unwrap();
+    (a, b, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_reserved_through_another_instance_is_refused_before_the_feed_reports_it() {
+    let cluster = EtcdCluster::start(1);
+    let (a, b, _gate) = engines_with_b_deaf(&cluster, "/resv/", "c0.c9").await;
+    let asked = |id: &str, level: &str| AllocateRequest {
+        level: Some(level.parse().unwrap()),
+        ..request(id)
+    };
+
+    // The pair itself reserved through a.
+    let pair: Reservation = "s0:c1,c2".parse().unwrap();
+    a.reserve(pair).await.unwrap();
+    let err = b.allocate(asked("x", "s0:c1,c2")).await.unwrap_err();
+    assert!(
+        matches!(err, AllocError::LevelReserved { reservation, .. } if reservation == pair),
+        "{err}"
+    );
+    // One of its categories reserved through a.
+    let category: Reservation = "c5".parse().unwrap();
+    a.reserve(category).await.unwrap();
+    let err = b.allocate(asked("y", "s0:c3,c5")).await.unwrap_err();
+    assert!(
+        matches!(err, AllocError::LevelReserved { reservation, .. } if reservation == category),
+        "{err}"
+    );
+    // Nothing of either was recorded, and b now counts both reservations.
+    for id in ["x", "y"] {
+        let err = a.get(&ContainerId::new(id).unwrap()).await.unwrap_err();
+        assert!(matches!(err, AllocError::NotFound(_)), "{id}: {err}");
+    }
+    assert_eq!(b.stats().await.unwrap().pool.reserved, 1 + 9);
+    // A pair no reservation covers is still handed out.
+    let free = b.allocate(asked("z", "s0:c3,c4")).await.unwrap();
+    assert_eq!(free.record.level.to_string(), "s0:c3,c4");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_draws_never_hand_out_pairs_reserved_through_another_instance() {
+    let cluster = EtcdCluster::start(1);
+    // c0.c2: 3 pairs; reserving c0 through a leaves s0:c1,c2 alone free.
+    let (a, b, _gate) = engines_with_b_deaf(&cluster, "/draw/", "c0.c2").await;
+    a.reserve("c0".parse().unwrap()).await.unwrap();
+    assert_eq!(b.stats().await.unwrap().pool.free, 3, "b heard of it early");
+
+    // b's view still has all 3 free, so without the store refusing its
+    // claims it would hand out all three.
+    let mut results = Vec::new();
+    for id in ["d1", "d2", "d3"] {
+        results.push(b.allocate(request(id)).await.map(|got| got.record.level));
+    }
+    let levels: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(ToString::to_string))
+        .collect();
+    assert_eq!(levels, ["s0:c1,c2"], "{results:?}");
+    for result in &results {
+        if let Err(err) = result {
+            assert!(matches!(err, AllocError::Exhausted { .. }), "{err}");
+        }
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// `encoded` with a field this build does not know appended (tag 99, a
+/// string), as a newer mcsd that added one would write it: protobuf
+/// decoders skip it, but re-encoding what was decoded drops it.
+fn with_unknown_field(mut encoded: Vec<u8>) -> Vec<u8> {
+    let value = b"from a newer mcsd";
+    // Key: tag 99, wire type 2 (length-delimited), as a varint.
+    encoded.extend_from_slice(&[0x9a, 0x06, value.len() as u8]);
+    encoded.extend_from_slice(value);
+    encoded
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_by_a_newer_mcsd_with_unknown_fields_are_released() {
+    use mcsd::store::codec;
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/newer/");
+    // Connecting records the format and the range under the prefix.
+    let store = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let group = GroupKey::new("pod").unwrap();
+    let mut one = record("one", "s0:c1,c2");
+    one.group = Some(group.clone());
+    let two = AllocationRecord {
+        container_id: ContainerId::new("two").unwrap(),
+        ..one.clone()
+    };
+    let pod = GroupRecord {
+        key: group.clone(),
+        level: one.level,
+        members: 2,
+        created_at: one.created_at,
+    };
+    let lone = record("lone", "s0:c3,c4");
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let key = |logical: Vec<u8>| [b"/newer/".to_vec(), logical].concat();
+    let writes = [
+        (
+            codec::allocation_key(&one.container_id),
+            codec::encode_allocation(&one),
+        ),
+        (
+            codec::allocation_key(&two.container_id),
+            codec::encode_allocation(&two),
+        ),
+        (codec::group_key(&group), codec::encode_group(&pod)),
+        (
+            codec::pair_key(one.level),
+            codec::encode_holder(&one.holder()),
+        ),
+        (
+            codec::allocation_key(&lone.container_id),
+            codec::encode_allocation(&lone),
+        ),
+        (
+            codec::pair_key(lone.level),
+            codec::encode_holder(&lone.holder()),
+        ),
+    ];
+    for (logical, value) in writes {
+        client
+            .put(key(logical), with_unknown_field(value), None)
+            .await
+            .unwrap();
+    }
+    // The records decode as they were meant.
+    assert_eq!(
+        store.allocation(&one.container_id).await.unwrap(),
+        Some(one.clone())
+    );
+    assert_eq!(store.group(&group).await.unwrap(), Some(pod));
+
+    let engine = Engine::start(Arc::new(store), engine_config("c0.c9"))
+        .await
+        .unwrap();
+    assert_eq!(engine.stats().await.unwrap().containers, 3);
+    for id in ["lone", "one", "two"] {
+        let released = engine.release(ContainerId::new(id).unwrap()).await;
+        assert!(released.is_ok(), "{id}: {released:?}");
+    }
+    let left = client
+        .get(
+            "/newer/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<String> = left
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        ["/newer/meta/format", "/newer/meta/range"],
+        "not released"
+    );
+    let stats = engine.stats().await.unwrap();
+    assert_eq!((stats.containers, stats.pool.held), (0, 0));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_another_writer_rewrote_after_it_was_read_is_not_deleted_blindly() {
+    use mcsd::store::codec;
+    let cluster = EtcdCluster::start(1);
+    let settings = settings(&cluster, "/rewrite/");
+    let store = EtcdStore::connect(&settings, range("c0.c9")).await.unwrap();
+    let x = record("x", "s0:c1,c2");
+    assert_eq!(store.commit(vec![claim(&x)]).await, vec![Ok(())]);
+    let release = |r: &AllocationRecord| {
+        Txn(vec![
+            Op::DeleteAllocation(r.clone()),
+            Op::FreePair {
+                level: r.level,
+                holder: r.holder(),
+            },
+        ])
+    };
+    let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let a_x = [
+        b"/rewrite/".to_vec(),
+        codec::allocation_key(&x.container_id),
+    ]
+    .concat();
+
+    // Read here, then written again by another writer with the very same
+    // bytes (another mcsd took it over, say): what was read is no longer
+    // what is there, even if it looks the same.
+    assert_eq!(
+        store.allocation(&x.container_id).await.unwrap(),
+        Some(x.clone())
+    );
+    client
+        .put(a_x.clone(), codec::encode_allocation(&x), None)
+        .await
+        .unwrap();
+    let result = store.commit(vec![release(&x)]).await;
+    assert!(
+        matches!(&result[0], Err(StoreError::Conflict(m)) if m == "the allocation of container x was changed by another writer"),
+        "{result:?}"
+    );
+    assert_eq!(client.get(a_x.clone(), None).await.unwrap().count(), 1);
+
+    // Changed for real after it was read: the same.
+    assert_eq!(
+        store.allocation(&x.container_id).await.unwrap(),
+        Some(x.clone())
+    );
+    let moved = AllocationRecord {
+        node: "elsewhere".into(),
+        ..x.clone()
+    };
+    client
+        .put(a_x.clone(), codec::encode_allocation(&moved), None)
+        .await
+        .unwrap();
+    let result = store.commit(vec![release(&x)]).await;
+    assert!(
+        matches!(&result[0], Err(StoreError::Conflict(_))),
+        "{result:?}"
+    );
+    let kept = client.get(a_x.clone(), None).await.unwrap();
+    assert_eq!(kept.kvs()[0].value(), codec::encode_allocation(&moved));
+
+    // Planned again from a fresh read, the release goes through.
+    let fresh = store.allocation(&x.container_id).await.unwrap().unwrap();
+    assert_eq!(fresh, moved);
+    assert_eq!(store.commit(vec![release(&fresh)]).await, vec![Ok(())]);
+    assert_eq!(client.get(a_x, None).await.unwrap().count(), 0);
+    assert_eq!(store.held_count().await.unwrap(), Some(0));
 }

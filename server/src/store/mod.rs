@@ -361,6 +361,14 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds a pair, if anybody.
     async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError>;
 
+    /// One reservation, if it exists. A shared store may hold reservations
+    /// another instance made that the engine's view has not heard of yet;
+    /// the engine reads them when a claim lost to one.
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError>;
+
     /// How many pairs are held, counted by the store itself; `None` where
     /// the engine's view is the only writer and so already exact (the
     /// embedded store). A shared store answers, so that an engine whose

@@ -14,6 +14,8 @@ use crate::engine::follow;
 use crate::engine::view::{self, View};
 use crate::error::AllocError;
 use crate::id::{ContainerId, GroupKey};
+use crate::level::Level;
+use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, ChangeFeed, GroupRecord, StoreChange, StoreError};
 
 /// Times an Allocate or Release is planned before a lost race in a shared
@@ -251,6 +253,39 @@ impl Actor {
         }
     }
 
+    /// Applies the reservations covering `level` that the store holds and
+    /// the view has not heard of yet (made through another instance whose
+    /// change the feed has not reported). Applying one again when the feed
+    /// reports it does no harm: reservations are state, not counts. A read
+    /// that fails is left to the next attempt, whose claim the store
+    /// refuses again if the reservation is still there.
+    async fn learn_reservations(&mut self, level: Level) {
+        let unknown = [
+            Reservation::Pair(level),
+            Reservation::Category(level.low()),
+            Reservation::Category(level.high()),
+        ]
+        .into_iter()
+        .filter(|r| !self.view.reservations.contains_key(r));
+        for reservation in unknown.collect::<Vec<_>>() {
+            match self.store.reservation(reservation).await {
+                Ok(Some(record)) => {
+                    let change = StoreChange::Reservation {
+                        reservation,
+                        record: Some(record),
+                    };
+                    if let Err(reason) = follow::apply(&mut self.view, self.config.range, change) {
+                        self.out_of_step(reason);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, %reservation, "cannot read a reservation after a lost claim");
+                }
+            }
+        }
+    }
+
     /// A change lost a race with another instance sharing the store: plan
     /// it again, unless it has lost too often.
     pub(super) async fn conflicted(&mut self, change: Change, why: String) {
@@ -269,6 +304,10 @@ impl Actor {
                     if !matches!(self.store.holder(record.level).await, Ok(Some(_))) {
                         self.view.pool.release(index);
                     }
+                    // The claim may have lost to a reservation made through
+                    // another instance instead: learn it now, so the next
+                    // plan picks another pair or refuses the one asked for.
+                    self.learn_reservations(record.level).await;
                 }
                 (Command::Allocate(*request, reply), attempt)
             }

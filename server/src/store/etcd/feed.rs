@@ -22,6 +22,7 @@ use etcd_client::{Event, EventType, KeyValue, WatchClient, WatchOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::revisions::Revisions;
 use crate::store::codec::{self, DecodeError};
 use crate::store::{ChangeFeed, StoreChange};
 
@@ -142,18 +143,27 @@ pub(super) struct EtcdFeed {
     rx: mpsc::Receiver<Raw>,
     task: JoinHandle<()>,
     own: Arc<OwnWrites>,
+    seen: Arc<Revisions>,
     prefix: Vec<u8>,
 }
 
 impl EtcdFeed {
-    /// Starts following `prefix` from revision `from`.
-    pub fn start(watch: WatchClient, prefix: Vec<u8>, from: i64, own: Arc<OwnWrites>) -> Self {
+    /// Starts following `prefix` from revision `from`; what it reports
+    /// also refreshes the revisions in `seen`.
+    pub fn start(
+        watch: WatchClient,
+        prefix: Vec<u8>,
+        from: i64,
+        own: Arc<OwnWrites>,
+        seen: Arc<Revisions>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(BUFFER);
         let task = tokio::spawn(follow(watch, prefix.clone(), from, tx));
         Self {
             rx,
             task,
             own,
+            seen,
             prefix,
         }
     }
@@ -174,10 +184,15 @@ impl EtcdFeed {
             };
             let revision = kv.mod_revision();
             last = last.max(revision);
+            let deleted = event.event_type() == EventType::Delete;
+            if deleted {
+                self.seen.gone(key, revision);
+            } else {
+                self.seen.refresh(key, revision, kv.value());
+            }
             if self.own.drops(key, revision) {
                 continue;
             }
-            let deleted = event.event_type() == EventType::Delete;
             match change(key, deleted, kv, event.prev_kv()) {
                 Ok(Some(change)) => changes.push(change),
                 Ok(None) => {}

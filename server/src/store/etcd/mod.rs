@@ -19,6 +19,7 @@
 mod feed;
 mod load;
 mod open;
+mod revisions;
 mod txn;
 
 use std::future::Future;
@@ -31,12 +32,16 @@ use etcd_client::{Client, GetOptions, KvClient, Txn as EtcdTxn, TxnOp, TxnOpResp
 use futures_util::future::join_all;
 
 use self::feed::{EtcdFeed, OwnWrites};
+use self::revisions::Revisions;
+use self::txn::{Check, Expect, Planned};
 use super::codec;
 use super::{
-    AllocationRecord, ChangeFeed, GroupRecord, Holder, LoadSink, ReadBatch, Store, StoreError, Txn,
+    AllocationRecord, ChangeFeed, GroupRecord, Holder, LoadSink, ReadBatch, ReservationRecord,
+    Store, StoreError, Txn,
 };
 use crate::id::{ContainerId, GroupKey};
 use crate::level::Level;
+use crate::reservation::Reservation;
 
 /// Key of the category range every instance sharing the prefix uses.
 pub const RANGE_KEY: &[u8] = b"meta/range";
@@ -58,6 +63,8 @@ pub struct EtcdStore {
     description: String,
     timeout: Duration,
     own: Arc<OwnWrites>,
+    /// The revisions at which records were last seen, for the compares.
+    seen: Arc<Revisions>,
     /// The revision the latest [`Store::load`] read at.
     loaded_at: AtomicI64,
 }
@@ -204,39 +211,130 @@ impl EtcdStore {
         .await
     }
 
-    async fn get_value(&self, logical: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let response = self.get(self.key(logical), None).await?;
-        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    /// Reads the record at logical `key`, and keeps the revision it was
+    /// read at for a later change to it.
+    async fn read_record<T>(
+        &self,
+        key: &[u8],
+        decode: fn(&[u8]) -> Result<T, codec::DecodeError>,
+        encode: fn(&T) -> Vec<u8>,
+    ) -> Result<Option<T>, StoreError> {
+        let response = self.get(self.key(key), None).await?;
+        let found = response
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision()));
+        self.decode_found(key, found, decode, encode)
+    }
+
+    /// Decodes what a read found at logical `key` (its value and
+    /// `mod_revision`), and keeps the revision with mcsd's encoding of
+    /// the record.
+    fn decode_found<T>(
+        &self,
+        key: &[u8],
+        found: Option<(Vec<u8>, i64)>,
+        decode: fn(&[u8]) -> Result<T, codec::DecodeError>,
+        encode: fn(&T) -> Vec<u8>,
+    ) -> Result<Option<T>, StoreError> {
+        let Some((value, revision)) = found else {
+            return Ok(None);
+        };
+        let record = decode(&value).map_err(|e| self.corrupt(key, e))?;
+        self.seen.saw(key, revision, encode(&record));
+        Ok(Some(record))
     }
 
     async fn commit_one(&self, txn: &Txn) -> Result<(), StoreError> {
         let planned = txn::plan(txn);
+        let checks = self.checks(&planned).await?;
         let response = self
             .txn(
                 EtcdTxn::new()
-                    .when(planned.compares(&self.prefix))
+                    .when(planned.compares(&self.prefix, &checks))
                     .and_then(planned.success(&self.prefix))
                     .or_else(planned.failure(&self.prefix)),
                 false,
             )
             .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
         if response.succeeded() {
-            let revision = response.header().map_or(0, |h| h.revision());
             self.own.record(
                 planned.writes.iter().map(|(key, _)| key.as_slice()),
                 revision,
             );
+            // One transaction, one revision: every key written has it as
+            // its mod_revision now.
+            for (key, value) in &planned.writes {
+                match value {
+                    Some(value) => self.seen.saw(key, revision, value.clone()),
+                    None => self.seen.gone(key, revision),
+                }
+            }
             Ok(())
         } else {
-            Err(StoreError::Conflict(
-                planned.conflict(&response.op_responses()),
-            ))
+            let reads = response.op_responses();
+            // What the keys hold now, so that planning again compares
+            // against it rather than against what lost.
+            for ((key, _), read) in planned.expects.iter().zip(&reads) {
+                if let TxnOpResponse::Get(get) = read {
+                    match get.kvs().first() {
+                        Some(kv) => self.seen.saw_raw(key, kv.mod_revision(), kv.value()),
+                        None => self.seen.gone(key, revision),
+                    }
+                }
+            }
+            Err(StoreError::Conflict(planned.conflict(&checks, &reads)))
         }
     }
 
+    /// The check of every expectation of `planned`. A key not seen
+    /// holding the record expected is read first (all such keys in one
+    /// round trip); one that holds another record fails the commit as a
+    /// conflict right away, as its compare would.
+    async fn checks(&self, planned: &Planned) -> Result<Vec<Check>, StoreError> {
+        let known = planned.checks(|key, want| self.seen.revision_of(key, want));
+        let unknown: Vec<Vec<u8>> = planned
+            .expects
+            .iter()
+            .zip(&known)
+            .filter(|(_, check)| check.is_none())
+            .map(|((key, _), _)| key.clone())
+            .collect();
+        let mut found = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            self.get_many(unknown).await?
+        }
+        .into_iter();
+        let mut checks = Vec::with_capacity(known.len());
+        for ((key, expect), check) in planned.expects.iter().zip(known) {
+            if let Some(check) = check {
+                checks.push(check);
+                continue;
+            }
+            // Only a record is ever unknown: absence needs no revision.
+            let Expect::Value(want) = expect else {
+                checks.push(Check::Absent);
+                continue;
+            };
+            let read = found.next().flatten();
+            if let Some((value, revision)) = &read {
+                self.seen.saw_raw(key, *revision, value);
+            }
+            let read = read.as_ref().map(|(v, r)| (v.as_slice(), *r));
+            let revision = txn::verify(key, want, read).map_err(StoreError::Conflict)?;
+            checks.push(Check::Unchanged(revision));
+        }
+        Ok(checks)
+    }
+
     /// Reads `keys` (logical) in transactions of [`READS_PER_TXN`], all at
-    /// once.
-    async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    /// once: each one's value and `mod_revision`, if it exists.
+    async fn get_many(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<(Vec<u8>, i64)>>, StoreError> {
         let chunks = keys.chunks(READS_PER_TXN).map(|chunk| {
             let reads: Vec<TxnOp> = chunk
                 .iter()
@@ -248,7 +346,10 @@ impl EtcdStore {
         for response in join_all(chunks).await {
             for read in response?.op_responses() {
                 values.push(match read {
-                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                    TxnOpResponse::Get(get) => get
+                        .kvs()
+                        .first()
+                        .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
                     _ => None,
                 });
             }
@@ -269,26 +370,29 @@ impl Store for EtcdStore {
 
     async fn allocation(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, StoreError> {
         let key = codec::allocation_key(id);
-        self.get_value(&key)
-            .await?
-            .map(|v| codec::decode_allocation(&v).map_err(|e| self.corrupt(&key, e)))
-            .transpose()
+        self.read_record(&key, codec::decode_allocation, codec::encode_allocation)
+            .await
     }
 
     async fn group(&self, group: &GroupKey) -> Result<Option<GroupRecord>, StoreError> {
         let key = codec::group_key(group);
-        self.get_value(&key)
-            .await?
-            .map(|v| codec::decode_group(&v).map_err(|e| self.corrupt(&key, e)))
-            .transpose()
+        self.read_record(&key, codec::decode_group, codec::encode_group)
+            .await
     }
 
     async fn holder(&self, level: Level) -> Result<Option<Holder>, StoreError> {
         let key = codec::pair_key(level);
-        self.get_value(&key)
-            .await?
-            .map(|v| codec::decode_holder(&v).map_err(|e| self.corrupt(&key, e)))
-            .transpose()
+        self.read_record(&key, codec::decode_holder, codec::encode_holder)
+            .await
+    }
+
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let key = codec::reservation_key(reservation);
+        self.read_record(&key, codec::decode_reservation, codec::encode_reservation)
+            .await
     }
 
     async fn held_count(&self) -> Result<Option<u64>, StoreError> {
@@ -364,25 +468,26 @@ impl Store for EtcdStore {
             .collect();
         let mut values = self.get_many(keys).await?.into_iter();
         let mut batch = ReadBatch::default();
+        // The engine reads these to change them: their revisions are kept.
         for id in ids {
             let key = codec::allocation_key(id);
-            batch.allocations.push(
-                values
-                    .next()
-                    .flatten()
-                    .map(|v| codec::decode_allocation(&v).map_err(|e| self.corrupt(&key, e)))
-                    .transpose()?,
-            );
+            let found = values.next().flatten();
+            batch.allocations.push(self.decode_found(
+                &key,
+                found,
+                codec::decode_allocation,
+                codec::encode_allocation,
+            )?);
         }
         for group in groups {
             let key = codec::group_key(group);
-            batch.groups.push(
-                values
-                    .next()
-                    .flatten()
-                    .map(|v| codec::decode_group(&v).map_err(|e| self.corrupt(&key, e)))
-                    .transpose()?,
-            );
+            let found = values.next().flatten();
+            batch.groups.push(self.decode_found(
+                &key,
+                found,
+                codec::decode_group,
+                codec::encode_group,
+            )?);
         }
         Ok(batch)
     }
@@ -394,6 +499,7 @@ impl Store for EtcdStore {
             self.prefix.clone(),
             from,
             self.own.clone(),
+            self.seen.clone(),
         )))
     }
 }

@@ -90,6 +90,7 @@ impl EtcdStore {
             description: description.clone(),
             timeout: settings.timeout,
             own: Arc::default(),
+            seen: Arc::default(),
             loaded_at: AtomicI64::new(0),
         };
         store.check_format(range).await.map_err(|e| match e {

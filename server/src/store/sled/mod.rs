@@ -20,9 +20,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 
 use super::codec::{self, FORMAT_KEY, FORMAT_VERSION};
-use super::{AllocationRecord, GroupRecord, Holder, LoadSink, Op, Store, StoreError, Txn};
+use super::{
+    AllocationRecord, GroupRecord, Holder, LoadSink, Op, ReservationRecord, Store, StoreError, Txn,
+};
 use crate::id::{ContainerId, GroupKey};
 use crate::level::Level;
+use crate::reservation::Reservation;
 
 /// sled's page cache; the engine reads records rarely (Get, List, and once
 /// per mutation), so a small cache keeps RSS low at full occupancy.
@@ -343,6 +346,16 @@ impl Store for SledStore {
             .transpose()
     }
 
+    async fn reservation(
+        &self,
+        reservation: Reservation,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        let key = codec::reservation_key(reservation);
+        self.get(&key)?
+            .map(|v| codec::decode_reservation(&v).map_err(|e| self.corrupt(&key, e)))
+            .transpose()
+    }
+
     async fn allocations(
         &self,
         after: Option<&ContainerId>,
@@ -420,5 +433,32 @@ impl Store for SledStore {
         tokio::task::spawn_blocking(move || opened.flush(&path))
             .await
             .unwrap_or(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_reads_back_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let pair: Reservation = "s0:c1,c2".parse().unwrap();
+        let record = ReservationRecord {
+            reservation: pair,
+            created_at: UNIX_EPOCH,
+            configured_by: Some("node-a".into()),
+        };
+        assert_eq!(store.reservation(pair).await.unwrap(), None);
+        let put = Txn(vec![Op::PutReservation(record.clone())]);
+        assert_eq!(store.commit(vec![put]).await, vec![Ok(())]);
+        assert_eq!(store.reservation(pair).await.unwrap(), Some(record));
+        // A category reservation is another key.
+        let category = "c1".parse().unwrap();
+        assert_eq!(store.reservation(category).await.unwrap(), None);
+        store.close().await.unwrap();
     }
 }
