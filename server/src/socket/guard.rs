@@ -117,7 +117,7 @@ struct Throttle {
 impl Throttle {
     /// `Some(number suppressed since the last line)` when a line may be
     /// printed now.
-    fn ready(&mut self) -> Option<u64> {
+    fn ready(&mut self) -> Option<Suppressed> {
         let now = Instant::now();
         if self
             .last
@@ -127,7 +127,20 @@ impl Throttle {
             return None;
         }
         self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
+        Some(Suppressed(std::mem::take(&mut self.suppressed)))
+    }
+}
+
+/// How many lines a [`Throttle`] held back, said at the end of the next.
+#[derive(Debug, Clone, Copy)]
+struct Suppressed(u64);
+
+impl std::fmt::Display for Suppressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} more since the last such line)"),
+        }
     }
 }
 
@@ -275,10 +288,7 @@ impl Gate {
         let Some(suppressed) = self.counts().refused.ready() else {
             return;
         };
-        tracing::warn!(
-            suppressed,
-            "connection refused: {refusal}; {suppressed} more refusals were not logged"
-        );
+        tracing::warn!("connection refused: {refusal}{suppressed}");
     }
 
     fn warn_timed_out(&self, uid: u32, timeout: Duration) {
@@ -287,9 +297,8 @@ impl Gate {
         };
         tracing::warn!(
             uid,
-            suppressed,
             "connection closed: uid {uid} did not send the HTTP/2 preface within {} ms \
-             (connections.handshake_timeout_ms); {suppressed} more were not logged",
+             (connections.handshake_timeout_ms){suppressed}",
             timeout.as_millis()
         );
     }
@@ -298,10 +307,7 @@ impl Gate {
         let Some(suppressed) = self.counts().accept_failed.ready() else {
             return;
         };
-        tracing::warn!(
-            suppressed,
-            "cannot accept connections: {error}; {suppressed} more failures were not logged"
-        );
+        tracing::warn!("cannot accept connections: {error}{suppressed}");
     }
 }
 
