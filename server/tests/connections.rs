@@ -300,3 +300,51 @@ async fn the_last_connections_are_kept_for_admins() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_limits_to_new_connections() {
+    use rustix::process::{kill_process, Pid, Signal};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), "[connections]\nper_uid = 100\n");
+    let socket = daemon.socket.clone();
+    let open_as_nobody = |n: usize| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            as_uid(NOBODY, || {
+                (0..n)
+                    .map(|_| connect(&socket, HANDSHAKE))
+                    .collect::<Vec<_>>()
+            })
+        })
+    };
+    let mut first = open_as_nobody(5).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(first.iter_mut().all(is_open));
+
+    std::fs::write(
+        dir.path().join("mcsd.toml"),
+        format!("{CONFIG}[connections]\nper_uid = 3\n"),
+    )
+    .unwrap();
+    kill_process(Pid::from_raw(daemon.pid() as i32).unwrap(), Signal::HUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload: {}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("connection limits replaced (max 4096, per uid 3"),
+        "{}",
+        daemon.log()
+    );
+    // Open ones stay; a sixth is over the new cap.
+    let mut more = open_as_nobody(1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!is_open(&mut more[0]), "admitted over the reloaded per_uid");
+    assert!(
+        first.iter_mut().all(is_open),
+        "open connections were closed"
+    );
+}
