@@ -16,6 +16,7 @@ use crate::context::{host_contexts_candidates, Template};
 use crate::level::CategoryRange;
 use crate::relabel::RelabelConfig;
 use crate::reservation::Reservation;
+use crate::socket::guard::ConnectionLimits;
 use crate::store::backend::{StoreSection, StoreSettings};
 
 /// Default location of the configuration file.
@@ -55,6 +56,9 @@ pub struct Config {
     pub reservations: Vec<Reservation>,
     /// Where Prometheus metrics are served, if anywhere (`[metrics] listen`).
     pub metrics: Option<MetricsListen>,
+    /// How many connections may be open, per uid and in all, and how soon
+    /// each must speak (`[connections]`).
+    pub connections: ConnectionLimits,
     /// This host's name, recorded with each allocation (default: the
     /// kernel's hostname).
     pub node_name: String,
@@ -116,6 +120,7 @@ impl Default for Config {
             relabel: RelabelConfig::default(),
             reservations: Vec::new(),
             metrics: None,
+            connections: ConnectionLimits::default(),
             node_name: hostname(),
         }
     }
@@ -178,6 +183,16 @@ struct FileConfig {
     reservations: Option<Vec<Spanned<String>>>,
     node_name: Option<Spanned<String>>,
     metrics: Option<MetricsSection>,
+    connections: Option<ConnectionsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsSection {
+    max: Option<Spanned<u64>>,
+    per_uid: Option<Spanned<u64>>,
+    admin_reserve: Option<Spanned<u64>>,
+    handshake_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -345,6 +360,10 @@ impl Config {
                 };
             }
         }
+        if let Some(section) = file.connections {
+            self.connections = connections(section, self.connections)
+                .map_err(|(key, span, message)| value_err(key, span, message))?;
+        }
         if let Some(relabel) = file.relabel {
             if let Some(list) = relabel.allowlist {
                 let mut roots = Vec::with_capacity(list.len());
@@ -500,6 +519,15 @@ impl Config {
                 .map(ToString::to_string)
                 .unwrap_or_default())
         ));
+        let c = &self.connections;
+        out.push_str("\n[connections]\n");
+        out.push_str(&format!("max = {}\n", c.max));
+        out.push_str(&format!("per_uid = {}\n", c.per_uid));
+        out.push_str(&format!("admin_reserve = {}\n", c.admin_reserve));
+        out.push_str(&format!(
+            "handshake_timeout_ms = {}\n",
+            c.handshake_timeout.as_millis()
+        ));
         out.push_str(&self.store.to_toml());
         out
     }
@@ -529,6 +557,64 @@ impl Config {
         })?;
         Ok(())
     }
+}
+
+/// Largest `connections.max`: far more than any host's runtimes need, and
+/// well within what the kernel's descriptor limits allow.
+const MAX_CONNECTIONS: u64 = 1 << 20;
+
+/// Applies `[connections]` over `limits`; an error names the key, its
+/// span and what is wrong.
+fn connections(
+    section: ConnectionsSection,
+    mut limits: ConnectionLimits,
+) -> Result<ConnectionLimits, (&'static str, Range<usize>, String)> {
+    let count = |key: &'static str, value: Spanned<u64>| {
+        let n = *value.get_ref();
+        if n == 0 || n > MAX_CONNECTIONS {
+            return Err((
+                key,
+                value.span(),
+                format!("{n} is out of range; use 1 to {MAX_CONNECTIONS}"),
+            ));
+        }
+        Ok(n as usize)
+    };
+    if let Some(max) = section.max {
+        limits.max = count("connections.max", max)?;
+    }
+    if let Some(per_uid) = section.per_uid {
+        limits.per_uid = count("connections.per_uid", per_uid)?;
+    }
+    if let Some(reserve) = section.admin_reserve {
+        let n = *reserve.get_ref();
+        if n >= limits.max as u64 {
+            return Err((
+                "connections.admin_reserve",
+                reserve.span(),
+                format!(
+                    "{n} leaves no connection for anyone else; use less than connections.max ({})",
+                    limits.max
+                ),
+            ));
+        }
+        limits.admin_reserve = n as usize;
+    } else if limits.admin_reserve >= limits.max {
+        // The default reserve shrinks with a small max instead of refusing it.
+        limits.admin_reserve = limits.max / 2;
+    }
+    if let Some(ms) = section.handshake_timeout_ms {
+        let n = *ms.get_ref();
+        if !(100..=600_000).contains(&n) {
+            return Err((
+                "connections.handshake_timeout_ms",
+                ms.span(),
+                format!("{n} is out of range; use 100 to 600000 (milliseconds)"),
+            ));
+        }
+        limits.handshake_timeout = std::time::Duration::from_millis(n);
+    }
+    Ok(limits)
 }
 
 fn absolute(key: &str, path: PathBuf) -> Result<PathBuf, String> {
@@ -592,13 +678,19 @@ mod tests {
         let c = parse(
             "categories = \"c0.c99\"\nreservations = [\"c5\", \"s0:c1,c2\"]\n\
              [labels]\nprocess = \"u:r:p_t\"\n[relabel]\nallowlist = [\"/srv/vol\"]\nrestore = \"none\"\n\
-             [auth]\nadmin_uids = [7]\nreader_groups = [0]\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+             [auth]\nadmin_uids = [7]\nreader_groups = [0]\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\
+             [connections]\nmax = 100\nper_uid = 10\nadmin_reserve = 5\nhandshake_timeout_ms = 2500\n",
         )
         .unwrap();
         let text = c.to_toml();
         let again = parse(&text).unwrap();
         assert_eq!(again, c, "{text}");
         assert!(text.contains("restore = \"none\""), "{text}");
+        assert_eq!(c.connections.per_uid, 10);
+        assert_eq!(
+            c.connections.handshake_timeout,
+            std::time::Duration::from_millis(2500)
+        );
     }
 
     #[test]
@@ -681,6 +773,23 @@ mod tests {
                 ":2: relabel.allowlist:",
                 "absolute",
             ),
+            (
+                "[connections]\nper_uid = 0\n",
+                ":2: connections.per_uid:",
+                "use 1 to",
+            ),
+            (
+                "[connections]\nmax = 10\nadmin_reserve = 10\n",
+                ":3: connections.admin_reserve:",
+                "less than connections.max (10)",
+            ),
+            (
+                "[connections]\nhandshake_timeout_ms = 5\n",
+                ":2: connections.handshake_timeout_ms:",
+                "100 to 600000",
+            ),
+            ("[connections]\nmax = -1\n", ":2:", ""),
+            ("[connections]\nidle = 1\n", ":2:", "idle"),
             (
                 "[relabel]\nthreads = 5000\n",
                 ":2: relabel.threads:",

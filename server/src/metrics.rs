@@ -1,10 +1,20 @@
 //! Prometheus metrics, served as text on an optional listener (off by
-//! default; loopback TCP or a Unix socket, see `[metrics] listen`).
+//! default; loopback TCP or a Unix socket, see `[metrics] listen`, bound
+//! with the main socket's safety: see [`crate::socket`]).
 //!
 //! Counters and histograms live in one process-wide [`Metrics`]; the pair
 //! gauges are read from the engine at each scrape, so they are never stale.
+//!
+//! Every label value is drawn from a bounded set, since the values come
+//! from clients: a method label is one of the methods mcsd serves (else
+//! `unknown`; the path is measured before authorization, so anyone who can
+//! connect chooses it), and an owner label is one of the first
+//! [`MAX_OWNERS`] owners seen (then `other`). Without that, any member of
+//! the socket's group could grow the scrape, and mcsd's memory, without
+//! end.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -18,6 +28,53 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::MetricsListen;
 use crate::engine::Engine;
+use crate::socket::BoundSocket;
+
+/// How many distinct owners get their own series; later ones are counted
+/// as `other`. Hosts run a handful of runtimes, each one owner.
+pub const MAX_OWNERS: usize = 32;
+
+/// The owner label of the calls beyond [`MAX_OWNERS`].
+pub const OTHER_OWNER: &str = "other";
+
+/// The method label of any path mcsd does not serve.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// The methods of `mcs.v1.Labels`, the values the method label takes for
+/// its calls (kept equal to the proto by a test).
+const LABELS_METHODS: &[&str] = &[
+    "Allocate",
+    "Release",
+    "Get",
+    "List",
+    "Reserve",
+    "Unreserve",
+    "ListReservations",
+    "Stats",
+    "Reconcile",
+    "Relabel",
+    "Status",
+];
+
+/// The method label for a request `path` (`/package.Service/Method`):
+/// the method's name for the services mcsd serves, [`UNKNOWN_METHOD`] for
+/// anything else.
+pub fn method_label(path: &str) -> &'static str {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return UNKNOWN_METHOD;
+    };
+    let known: &[&'static str] = match service {
+        "mcs.v1.Labels" => LABELS_METHODS,
+        "grpc.health.v1.Health" => &["Check", "Watch"],
+        "grpc.reflection.v1.ServerReflection" => &["ServerReflectionInfo"],
+        _ => &[],
+    };
+    known
+        .iter()
+        .find(|k| **k == method)
+        .copied()
+        .unwrap_or(UNKNOWN_METHOD)
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnerResult {
@@ -49,6 +106,8 @@ pub struct Metrics {
     relabel_entries: Family<Outcome, Counter>,
     store_flush: Histogram,
     pairs: Family<PairState, Gauge>,
+    /// The owners that have their own series (at most [`MAX_OWNERS`]).
+    owners: Mutex<HashSet<String>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -105,31 +164,48 @@ impl Metrics {
             relabel_entries,
             store_flush,
             pairs,
+            owners: Mutex::default(),
         }
     }
 
-    /// Counts an Allocate call.
+    /// `owner` if it has (or may still get) its own series, else
+    /// [`OTHER_OWNER`].
+    fn owner_label(&self, owner: &str) -> String {
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        if owners.contains(owner) {
+            return owner.to_owned();
+        }
+        if owners.len() < MAX_OWNERS {
+            owners.insert(owner.to_owned());
+            return owner.to_owned();
+        }
+        OTHER_OWNER.to_owned()
+    }
+
+    /// Counts an Allocate call (under `other` once [`MAX_OWNERS`] owners
+    /// have their own series).
     pub fn allocation(&self, owner: &str, result: &str) {
         self.allocations
             .get_or_create(&OwnerResult {
-                owner: owner.to_owned(),
+                owner: self.owner_label(owner),
                 result: result.to_owned(),
             })
             .inc();
     }
 
-    /// Counts a Release call.
+    /// Counts a Release call (owners bounded as for
+    /// [`Metrics::allocation`]).
     pub fn release(&self, owner: &str, result: &str) {
         self.releases
             .get_or_create(&OwnerResult {
-                owner: owner.to_owned(),
+                owner: self.owner_label(owner),
                 result: result.to_owned(),
             })
             .inc();
     }
 
-    /// Records a call's latency.
-    pub fn request(&self, method: &str, took: Duration) {
+    /// Records a call's latency; `method` comes from [`method_label`].
+    pub fn request(&self, method: &'static str, took: Duration) {
         self.requests
             .get_or_create(&Method {
                 method: method.to_owned(),
@@ -202,10 +278,15 @@ pub async fn serve(
             }))
         }
         MetricsListen::Unix(path) => {
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
+            // Bound like the main socket: only a stale socket is replaced,
+            // never a file or a live listener, and the mode is 0660 from
+            // the start whatever the umask.
+            let mut socket = BoundSocket::bind(&path).map_err(std::io::Error::other)?;
+            let listener = socket.listener()?;
             tracing::info!(path = %path.display(), "serving metrics");
             Ok(tokio::spawn(async move {
+                // Owned by the task: the file goes when the task is aborted.
+                let _socket = socket;
                 while let Ok((stream, _)) = listener.accept().await {
                     tokio::spawn(answer(stream, engine.clone()));
                 }
@@ -278,19 +359,72 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let method = method_label(request.uri().path());
         let started = std::time::Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await;
-            global().request(&method, started.elapsed());
+            global().request(method, started.elapsed());
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_known_methods_are_exactly_the_protos() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(mcs_proto::v1::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set decodes");
+        let mut methods: Vec<String> = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "mcs.v1")
+            .flat_map(|f| &f.service)
+            .filter(|s| s.name() == "Labels")
+            .flat_map(|s| &s.method)
+            .map(|m| m.name().to_owned())
+            .collect();
+        methods.sort();
+        let mut known: Vec<String> = LABELS_METHODS.iter().map(|m| m.to_string()).collect();
+        known.sort();
+        assert_eq!(methods, known);
+    }
+
+    #[test]
+    fn method_labels_come_from_the_served_methods_only() {
+        assert_eq!(method_label("/mcs.v1.Labels/Allocate"), "Allocate");
+        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "Check");
+        for bogus in [
+            "/mcs.v1.Labels/Allocate2",
+            "/evil.Service/Allocate",
+            "/x/Check",
+            "/mcs.v1.Labels",
+            "",
+            "/",
+            "Allocate",
+        ] {
+            assert_eq!(method_label(bogus), UNKNOWN_METHOD, "{bogus:?}");
+        }
+    }
+
+    #[test]
+    fn owners_beyond_the_first_ones_are_counted_as_other() {
+        let m = Metrics::new();
+        for i in 0..MAX_OWNERS * 3 {
+            m.allocation(&format!("owner-{i}"), "ok");
+            m.release(&format!("owner-{i}"), "ok");
+        }
+        assert_eq!(m.owner_label("owner-0"), "owner-0");
+        assert_eq!(m.owner_label("owner-new"), OTHER_OWNER);
+        let mut text = String::new();
+        encode(&mut text, &m.registry).unwrap();
+        let series = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+        assert_eq!(series("mcsd_allocations_total{"), MAX_OWNERS + 1, "{text}");
+        assert_eq!(series("mcsd_releases_total{"), MAX_OWNERS + 1, "{text}");
+        assert!(text.contains("owner=\"other\""), "{text}");
     }
 }

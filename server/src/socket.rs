@@ -4,7 +4,10 @@
 //! on), never steals the socket of a running mcsd, and never exposes the
 //! socket with looser permissions than 0660, not even briefly: it binds a
 //! temporary name in the same directory, sets the mode, then renames it over
-//! the final path in one atomic step.
+//! the final path in one atomic step. What is let through it is decided by
+//! [`guard`].
+
+pub mod guard;
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};

@@ -15,10 +15,9 @@ use std::time::{Duration, SystemTime};
 use mcs_proto::v1::labels_server::LabelsServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::auth::Policy;
+use crate::auth::{Caller, Policy, Role};
 use crate::config::Config;
 use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
@@ -27,6 +26,7 @@ use crate::inuse;
 use crate::metrics;
 use crate::relabel::{FromPolicy, RelabelError, Relabeler, RestoreMode};
 use crate::service::{DaemonInfo, LabelService, SharedPolicy};
+use crate::socket::guard::{self, ConnectionLimits, Gate};
 use crate::socket::{BoundSocket, SocketError};
 use crate::store::backend::{self, StoreSettings};
 use crate::store::StoreError;
@@ -188,13 +188,74 @@ pub struct Daemon {
     metrics: Option<JoinHandle<()>>,
     policy: SharedPolicy,
     relabeler: SharedRelabeler,
+    /// Admits connections; its limits change on reload.
+    gate: Arc<Gate>,
     /// The configuration in force, for reloads.
     config: std::sync::Mutex<Config>,
+}
+
+/// Raises the open-file limit as far as it goes and fits the connection
+/// limits into it, saying what it did: a `connections.max` the descriptors
+/// cannot carry would fail in accept() instead of in a clear refusal.
+fn fit_connection_limits(limits: ConnectionLimits) -> ConnectionLimits {
+    let open_files = match guard::raise_open_file_limit() {
+        Ok((before, now)) => {
+            if before == now {
+                tracing::info!(limit = now, "open-file limit (RLIMIT_NOFILE)");
+            } else {
+                tracing::info!(
+                    before,
+                    limit = now,
+                    "raised the open-file limit (RLIMIT_NOFILE) from {before} to {now}"
+                );
+            }
+            now
+        }
+        Err(e) => {
+            let now = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(u64::MAX);
+            tracing::warn!(limit = now, error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE); keeping {now}");
+            now
+        }
+    };
+    let (fitted, lowered) = limits.fit_to(open_files);
+    if lowered {
+        tracing::warn!(
+            configured = limits.max,
+            max = fitted.max,
+            "connections.max = {} needs more descriptors than RLIMIT_NOFILE ({open_files}) leaves; serving at most {} connections",
+            limits.max,
+            fitted.max
+        );
+    }
+    fitted
+}
+
+/// A gate whose admins are those `policy` (as reloaded) calls admins.
+fn connection_gate(limits: ConnectionLimits, policy: &SharedPolicy) -> Arc<Gate> {
+    let policy = policy.clone();
+    Gate::new(
+        limits,
+        Box::new(move |cred| {
+            let caller = Caller {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            };
+            policy
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(&caller, "connect", Role::Admin)
+                .is_ok()
+        }),
+    )
 }
 
 impl Daemon {
     /// Opens the store, loads the state, binds the socket and starts serving.
     pub async fn start(config: &Config) -> Result<Daemon, DaemonError> {
+        let limits = fit_connection_limits(config.connections);
         let mode = context::selinux_mode();
         let (labels, source) = context::resolve_labels(
             (
@@ -257,6 +318,7 @@ impl Daemon {
         let (stop, stopped) = oneshot::channel::<()>();
         let policy = Policy::new(config.auth.clone(), rustix::process::geteuid().as_raw());
         let policy = Arc::new(std::sync::RwLock::new(policy));
+        let gate = connection_gate(limits, &policy);
         let serving = Arc::new(AtomicBool::new(false));
         let info = DaemonInfo {
             started_at: SystemTime::now(),
@@ -294,7 +356,7 @@ impl Daemon {
                 .add_service(service)
                 .add_service(health_service)
                 .add_service(reflection)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(guard::incoming(listener, gate.clone()), async {
                     let _ = stopped.await;
                 }),
         );
@@ -318,6 +380,7 @@ impl Daemon {
             metrics,
             policy,
             relabeler,
+            gate,
             config: std::sync::Mutex::new(config.clone()),
         })
     }

@@ -11,8 +11,8 @@ use crate::relabel::{FromPolicy, Relabeler, RestoreMode};
 use crate::reservation::Reservation;
 
 impl Daemon {
-    /// Applies a new configuration while running: roles, relabel rules and
-    /// configured reservations, all or nothing. Settings that only a restart
+    /// Applies a new configuration while running: roles, relabel rules,
+    /// connection limits and configured reservations, all or nothing. Settings that only a restart
     /// can change (range, state directory, socket, node name, store) refuse
     /// the whole reload. Everything is checked and prepared first; the
     /// reservations are applied next (undone if one fails, which refuses
@@ -112,6 +112,18 @@ impl Daemon {
         }
         if let Some(relabeler) = relabeler {
             *self.relabeler.write().unwrap_or_else(|e| e.into_inner()) = relabeler;
+        }
+        if new.connections != old.connections {
+            // Open connections stay; new ones are admitted by the new limits.
+            let limits = super::fit_connection_limits(new.connections);
+            self.gate.set_limits(limits);
+            changes.push(format!(
+                "connection limits replaced (max {}, per uid {}, admin reserve {}, handshake timeout {} ms)",
+                limits.max,
+                limits.per_uid,
+                limits.admin_reserve,
+                limits.handshake_timeout.as_millis()
+            ));
         }
         let later = [
             (
