@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::TryStreamExt;
 use mcs_proto::v1::labels_server::LabelsServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,6 +21,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::Policy;
 use crate::config::Config;
+use crate::connection::PeerStream;
 use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::error::AllocError;
@@ -296,9 +298,12 @@ impl Daemon {
                 .add_service(service)
                 .add_service(health_service)
                 .add_service(reflection)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                }),
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener).map_ok(PeerStream::accepted),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
         );
         health.set_serving::<LabelsServer<LabelService>>().await;
         health.set_service_status("", ServingStatus::Serving).await;
