@@ -162,7 +162,7 @@ impl LabelService {
                 uid = caller.uid,
                 pid = caller.pid,
                 needed = %role,
-                context = ?caller.label,
+                context = %caller.label,
                 reason = %denied,
                 "refused"
             );

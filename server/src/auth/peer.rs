@@ -38,6 +38,16 @@ pub enum PeerLabel {
     Unreadable(String),
 }
 
+impl std::fmt::Display for PeerLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerLabel::None => f.write_str("none"),
+            PeerLabel::Label(label) => f.write_str(label),
+            PeerLabel::Unreadable(reason) => write!(f, "unreadable ({reason})"),
+        }
+    }
+}
+
 /// Reads the peer's identity from a connected Unix socket.
 ///
 /// `None` only when `SO_PEERCRED` itself fails (not a Unix socket): then
@@ -229,6 +239,32 @@ mod tests {
         let mut groups = caller.groups.clone();
         groups.sort_unstable();
         assert_eq!(groups, ours);
+    }
+
+    #[test]
+    fn more_groups_than_the_first_buffer_holds_are_all_read() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: setting a thread's groups needs root");
+            return;
+        }
+        // 40 groups: more than the 32 the first call has room for, so the
+        // kernel answers ERANGE and the real path has to grow.
+        let wanted: Vec<u32> = (5000..5040).collect();
+        let groups: Vec<rustix::process::Gid> = wanted
+            .iter()
+            .map(|&g| rustix::process::Gid::from_raw(g))
+            .collect();
+        // A socketpair's peer credentials are its creator's: make it in a
+        // thread whose groups (credentials are per thread) are those.
+        let (a, _b) = std::thread::spawn(move || {
+            rustix::thread::set_thread_groups(&groups).unwrap();
+            std::os::unix::net::UnixStream::pair().unwrap()
+        })
+        .join()
+        .unwrap();
+        let mut got = read_peer(a.as_fd()).unwrap().groups;
+        got.sort_unstable();
+        assert_eq!(got, wanted);
     }
 
     #[test]
