@@ -231,6 +231,8 @@ struct AuthSection {
     admin_groups: Option<Vec<Spanned<Account>>>,
     reader_uids: Option<Vec<Spanned<Account>>>,
     reader_groups: Option<Vec<Spanned<Account>>>,
+    container_types: Option<Vec<Spanned<String>>>,
+    allow_containers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,6 +452,26 @@ impl Config {
                     accounts::gid_by_name,
                     "group",
                 )?,
+                container_types: match auth.container_types {
+                    None => self.auth.container_types.clone(),
+                    Some(list) => {
+                        let mut types = BTreeSet::new();
+                        for entry in list {
+                            let ty = entry.get_ref();
+                            if crate::auth::selinux_type(&format!("u:r:{ty}")) != Some(ty.as_str())
+                            {
+                                return Err(value_err(
+                                    "auth.container_types",
+                                    entry.span(),
+                                    format!("{ty:?} is not an SELinux type name (letters, digits, '_', '.', '-'), such as \"container_t\""),
+                                ));
+                            }
+                            types.insert(entry.into_inner());
+                        }
+                        types
+                    }
+                },
+                allow_containers: auth.allow_containers.unwrap_or(self.auth.allow_containers),
             };
         }
         Ok(self)
@@ -506,6 +528,14 @@ impl Config {
         out.push_str(&format!(
             "reader_groups = {}\n",
             ids(&self.auth.reader_gids)
+        ));
+        out.push_str(&format!(
+            "container_types = {}\n",
+            list(self.auth.container_types.iter().map(|t| q(t)).collect())
+        ));
+        out.push_str(&format!(
+            "allow_containers = {}\n",
+            self.auth.allow_containers
         ));
         out.push_str("\n[in_use]\n");
         out.push_str(&format!("scan = {}\n", self.scan_in_use));
@@ -671,6 +701,30 @@ mod tests {
         assert_eq!(c.auth.admin_gids, [0].into());
         assert_eq!(c.auth.reader_uids, [2000].into());
         assert_eq!(c.auth.reader_gids, [65534].into());
+        // Container types keep their default when [auth] does not name them.
+        assert!(c.auth.container_types.contains("container_t"));
+        assert!(!c.auth.container_types.contains("spc_t"));
+        assert!(!c.auth.allow_containers);
+    }
+
+    #[test]
+    fn auth_container_types_replace_the_default_and_allow_containers_switches_off() {
+        let c = parse(
+            "[auth]\ncontainer_types = [\"container_t\", \"my_sandbox_t\"]\nallow_containers = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.container_types,
+            ["container_t".to_owned(), "my_sandbox_t".to_owned()].into()
+        );
+        assert!(c.auth.allow_containers);
+        let text = c.to_toml();
+        assert!(
+            text.contains("container_types = [\"container_t\", \"my_sandbox_t\"]")
+                && text.contains("allow_containers = true"),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
     }
 
     #[test]
@@ -763,6 +817,12 @@ mod tests {
             ),
             ("[auth]\nreader_uids = [-1]\n", ":2:", ""),
             ("[auth]\nwriters = [1]\n", ":2:", "writers"),
+            (
+                "[auth]\ncontainer_types = [\"container_t\",\n  \"system_u:system_r:spc_t\"]\n",
+                ":3: auth.container_types:",
+                "not an SELinux type name",
+            ),
+            ("[auth]\nallow_containers = \"yes\"\n", ":2:", ""),
             (
                 "[relabel]\nrestore = \"restorecon\"\n",
                 ":2: relabel.restore:",

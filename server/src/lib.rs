@@ -19,6 +19,7 @@
 pub mod allocator;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod context;
 pub mod daemon;
 pub mod engine;

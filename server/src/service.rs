@@ -11,10 +11,10 @@ use mcs_proto::v1::labels_server::Labels;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::{Caller, Denied, Policy, Role};
+use crate::connection::PeerInfo;
 use crate::context::mount_option;
 use crate::engine::{AllocateRequest, Engine, ListFilter, Stats};
 use crate::error::AllocError;
@@ -156,6 +156,8 @@ impl LabelService {
                 uid = caller.uid,
                 pid = caller.pid,
                 needed = %role,
+                context = %caller.label,
+                reason = %denied,
                 "refused"
             );
             denied.into()
@@ -316,17 +318,10 @@ fn reservation(value: &str) -> Result<Reservation, Status> {
     value.parse().map_err(|e| AllocError::from(e).into())
 }
 
-/// The caller, from the Unix socket's peer credentials.
+/// The caller, as the kernel described it when the connection was accepted.
 fn caller<T>(request: &Request<T>) -> Option<Caller> {
-    let cred = request
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|info| info.peer_cred)?;
-    Some(Caller {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid(),
-    })
+    let info = request.extensions().get::<PeerInfo>()?;
+    info.caller.as_deref().cloned()
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {

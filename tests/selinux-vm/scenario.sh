@@ -270,6 +270,54 @@ check "the kernel logged that denial" \
 setsebool mcsd_connect_etcd off
 kill "$listener" 2>/dev/null
 
+# --- 9. a caller in a container domain is refused, whatever its uid -------
+
+# The container's own copy of mcsctl and of the libraries it links, as an
+# image would carry them (container_file_t): container_t is entered through
+# the dynamic loader, which then maps mcsctl. The VM-only policy module
+# vmtest_container_client.cil lets container_t reach the socket, so the
+# refusal below is mcsd's, not the kernel's.
+mkdir -p /ct/lib
+for f in /usr/bin/mcsctl /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6 \
+    /lib/x86_64-linux-gnu/libm.so.6 /lib/x86_64-linux-gnu/libgcc_s.so.1; do
+    cp -L "$f" /ct/lib/
+done
+setfattr -n security.selinux -v system_u:object_r:container_file_t:s0 /ct/lib /ct/lib/*
+# container_ctl LEVEL ARGS...: mcsctl as root in container_t at LEVEL; its
+# output in /ct/out/ctl (container_t may not write the scenario's pipes).
+container_ctl() {
+    local level=$1
+    shift
+    runcon "system_u:system_r:container_t:$level" /ct/lib/ld-linux-x86-64.so.2 \
+        --library-path /ct/lib /ct/lib/mcsctl "$@" </dev/null >/ct/out/ctl 2>&1
+}
+# A container at a pair does not even reach mcsd: the MCS constraint on
+# connectto wants the client's level to dominate mcsd's whole range.
+container_ctl s0:c1,c2 stats
+check "a container at s0:c1,c2 cannot connect (the kernel refuses, MCS)" \
+    grep -q 'cannot connect.*Permission denied' /ct/out/ctl
+check "the kernel logged that denial" denied 'tclass=unix_stream_socket' \
+    "scontext=system_u:system_r:container_t:s0:c1,c2 " "tcontext=system_u:system_r:mcsd_t:"
+# One with every category connects, and mcsd refuses it by its domain.
+container_ctl s0:c0.c1023 allocate from-container --owner vm
+rc=$?
+refusal=$(cat /ct/out/ctl)
+info "mcsctl in container_t:s0:c0.c1023: $refusal"
+check "mcsctl run as root in container_t is refused (exit $rc)" failed "$rc"
+# mcsctl prints the status message only; its code is PERMISSION_DENIED
+# (the one mapping of an auth refusal, checked in client/tests).
+check "by mcsd, not the kernel" grep -q '^mcsctl: uid 0 may not call Allocate' <<<"$refusal"
+check "saying it runs in the container domain container_t" \
+    grep -q 'it runs in the container domain container_t (SELinux context system_u:system_r:container_t:s0:c0.c1023)' <<<"$refusal"
+check "and naming the settings that would allow it" \
+    grep -q 'allow_containers = true.*container_types' <<<"$refusal"
+container_ctl s0:c0.c1023 list
+check "reading is refused to it too" grep -q 'may not call List: it runs in the container domain' /ct/out/ctl
+check "nothing was allocated for it" sh -c '! mcsctl get from-container >/dev/null 2>&1'
+# c0.c9 is full since step 7: free a pair, then take it.
+check "the admin client (unconfined_t) still releases" mcsctl release fill-0
+check "and allocates" mcsctl allocate after-container --owner vm
+
 check "mcsd stops cleanly at the end" stop_mcsd
 info "$(grep -c 'avc:  denied' /run/audit.log) denials recorded in all"
 info "$failures failed"

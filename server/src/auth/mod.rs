@@ -9,16 +9,26 @@
 //!   `reader_uids` / `reader_groups`, and every admin.
 //!
 //! Anyone else is refused, with a message naming the uid and the role the
-//! call needs. Group membership counts the caller's primary gid and its
-//! supplementary groups, read from `/proc/<pid>/status` only when the uid and
-//! primary gid did not already decide (root, the common caller, costs no
-//! I/O).
+//! call needs. Group membership counts the caller's primary gid and the
+//! supplementary groups it had when it connected (`SO_PEERGROUPS`, see
+//! [`peer`]).
+//!
+//! A caller running in a container domain (its SELinux type, from
+//! `SO_PEERSEC`, is one of `[auth] container_types`) is refused whatever its
+//! uid: root inside a container is not the host's root, and a container that
+//! could allocate, release or relabel could take or free other containers'
+//! labels. `spc_t` (the "super-privileged container", run to manage the host)
+//! is not a container type by default. `[auth] allow_containers = true` turns
+//! the check off. Where no security module labels sockets there is no
+//! context and nothing to refuse.
 
 pub mod accounts;
+pub mod peer;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::Path;
+
+pub use peer::PeerLabel;
 
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +57,11 @@ pub struct Caller {
     pub gid: u32,
     /// Its pid, when the kernel reports one (not across pid namespaces).
     pub pid: Option<i32>,
+    /// Supplementary groups at connect time; empty when the kernel could
+    /// not say (then they grant nothing).
+    pub groups: Vec<u32>,
+    /// Its security label at connect time.
+    pub label: PeerLabel,
 }
 
 impl fmt::Display for Caller {
@@ -60,20 +75,71 @@ impl fmt::Display for Caller {
 
 /// A refused call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("uid {uid} may not call {method}: it needs the {needed} role ({who})")]
-pub struct Denied {
-    /// The caller's uid.
-    pub uid: u32,
-    /// The RPC.
-    pub method: &'static str,
-    /// The role it needs.
-    pub needed: Role,
-    /// Who has that role, for the operator reading the message.
-    pub who: String,
+pub enum Denied {
+    /// The caller lacks the role.
+    #[error("uid {uid} may not call {method}: it needs the {needed} role ({who})")]
+    Role {
+        /// The caller's uid.
+        uid: u32,
+        /// The RPC.
+        method: &'static str,
+        /// The role it needs.
+        needed: Role,
+        /// Who has that role, for the operator reading the message.
+        who: String,
+    },
+    /// The caller runs in a container domain.
+    #[error("uid {uid} may not call {method}: it runs in the container domain {domain} (SELinux context {context}), and a container may not manage the host's labels whatever its uid; if this caller must, set [auth] allow_containers = true in mcsd's configuration, or remove {domain} from [auth] container_types")]
+    Container {
+        /// The caller's uid.
+        uid: u32,
+        /// The RPC.
+        method: &'static str,
+        /// Its SELinux type.
+        domain: String,
+        /// Its full context.
+        context: String,
+    },
+    /// The caller's label could not be read, so mcsd cannot tell whether it
+    /// is a container: fail closed.
+    #[error("uid {uid} may not call {method}: mcsd could not read its SELinux context ({reason}), so it cannot tell whether the caller runs in a container; set [auth] allow_containers = true to skip this check")]
+    LabelUnreadable {
+        /// The caller's uid.
+        uid: u32,
+        /// The RPC.
+        method: &'static str,
+        /// Why reading failed.
+        reason: String,
+    },
 }
 
+impl Denied {
+    /// The refused caller's uid.
+    pub fn uid(&self) -> u32 {
+        match self {
+            Denied::Role { uid, .. }
+            | Denied::Container { uid, .. }
+            | Denied::LabelUnreadable { uid, .. } => *uid,
+        }
+    }
+}
+
+/// The container domains refused by default: the types container-selinux
+/// runs containers in (`svirt_lxc_net_t` is the older name of
+/// `container_t`). Not `spc_t`: a super-privileged container is run on
+/// purpose to manage the host.
+pub const DEFAULT_CONTAINER_TYPES: &[&str] = &[
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_userns_t",
+    "container_engine_t",
+    "container_logreader_t",
+    "svirt_lxc_net_t",
+];
+
 /// The configured role members. Admins are readers too.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     /// Extra admin uids (root and mcsd's own uid always are).
     pub admin_uids: BTreeSet<u32>,
@@ -83,6 +149,40 @@ pub struct AuthConfig {
     pub reader_uids: BTreeSet<u32>,
     /// Groups whose members are readers.
     pub reader_gids: BTreeSet<u32>,
+    /// SELinux types whose processes are refused every call (containers).
+    pub container_types: BTreeSet<String>,
+    /// Lets callers in container types through to the role check.
+    pub allow_containers: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_uids: BTreeSet::new(),
+            admin_gids: BTreeSet::new(),
+            reader_uids: BTreeSet::new(),
+            reader_gids: BTreeSet::new(),
+            container_types: DEFAULT_CONTAINER_TYPES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
+            allow_containers: false,
+        }
+    }
+}
+
+/// The type field of an SELinux context (`user:role:type[:level]`), or
+/// `None` when `label` is not one (another security module's label, such as
+/// AppArmor's `unconfined`).
+pub fn selinux_type(label: &str) -> Option<&str> {
+    let mut fields = label.splitn(4, ':');
+    let (user, role, ty) = (fields.next()?, fields.next()?, fields.next()?);
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    (ident(user) && ident(role) && ident(ty)).then_some(ty)
 }
 
 /// Decides roles; built once from the configuration.
@@ -91,24 +191,12 @@ pub struct Policy {
     config: AuthConfig,
     /// The uid mcsd runs as.
     own_uid: u32,
-    /// Where per-process status files live (`/proc`; tests point elsewhere).
-    proc_root: std::path::PathBuf,
 }
 
 impl Policy {
     /// A policy for a daemon running as `own_uid`.
     pub fn new(config: AuthConfig, own_uid: u32) -> Self {
-        Self {
-            config,
-            own_uid,
-            proc_root: "/proc".into(),
-        }
-    }
-
-    /// Reads supplementary groups under `root` instead of `/proc`.
-    pub fn with_proc_root(mut self, root: impl AsRef<Path>) -> Self {
-        self.proc_root = root.as_ref().to_owned();
-        self
+        Self { config, own_uid }
     }
 
     /// The role settings in force.
@@ -116,27 +204,52 @@ impl Policy {
         &self.config
     }
 
-    /// Allows `caller` to call `method` if it holds `needed`.
+    /// Allows `caller` to call `method` if it is not a container (unless
+    /// containers are allowed) and holds `needed`.
     pub fn check(&self, caller: &Caller, method: &'static str, needed: Role) -> Result<(), Denied> {
+        self.check_container(caller, method)?;
         let (uids, gids) = self.members(needed);
         let own = [0, self.own_uid];
         let allowed = own.contains(&caller.uid)
             || uids.iter().any(|set| set.contains(&caller.uid))
             || gids.iter().any(|set| set.contains(&caller.gid))
-            || (gids.iter().any(|set| !set.is_empty())
-                && self
-                    .supplementary_groups(caller)
-                    .iter()
-                    .any(|g| gids.iter().any(|set| set.contains(g))));
+            || caller
+                .groups
+                .iter()
+                .any(|g| gids.iter().any(|set| set.contains(g)));
         if allowed {
             Ok(())
         } else {
-            Err(Denied {
+            Err(Denied::Role {
                 uid: caller.uid,
                 method,
                 needed,
                 who: self.describe(needed),
             })
+        }
+    }
+
+    /// Refuses a caller whose SELinux type is a container type.
+    fn check_container(&self, caller: &Caller, method: &'static str) -> Result<(), Denied> {
+        if self.config.allow_containers {
+            return Ok(());
+        }
+        match &caller.label {
+            PeerLabel::None => Ok(()),
+            PeerLabel::Unreadable(reason) => Err(Denied::LabelUnreadable {
+                uid: caller.uid,
+                method,
+                reason: reason.clone(),
+            }),
+            PeerLabel::Label(context) => match selinux_type(context) {
+                Some(ty) if self.config.container_types.contains(ty) => Err(Denied::Container {
+                    uid: caller.uid,
+                    method,
+                    domain: ty.to_owned(),
+                    context: context.clone(),
+                }),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -174,33 +287,6 @@ impl Policy {
             )
         }
     }
-
-    /// The caller's supplementary groups; empty when they cannot be read
-    /// (the process is gone, or in another pid namespace): a caller that
-    /// cannot be checked gets no role from its groups.
-    fn supplementary_groups(&self, caller: &Caller) -> Vec<u32> {
-        let Some(pid) = caller.pid else {
-            return Vec::new();
-        };
-        let path = self.proc_root.join(pid.to_string()).join("status");
-        let Ok(status) = std::fs::read_to_string(&path) else {
-            return Vec::new();
-        };
-        // The uid check guards against a recycled pid: the file must still
-        // describe a process of the same effective uid.
-        let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key));
-        let euid = field("Uid:").and_then(|v| v.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if euid != Some(caller.uid) {
-            return Vec::new();
-        }
-        field("Groups:")
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|g| g.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -208,7 +294,20 @@ mod tests {
     use super::*;
 
     fn caller(uid: u32, gid: u32, pid: Option<i32>) -> Caller {
-        Caller { uid, gid, pid }
+        Caller {
+            uid,
+            gid,
+            pid,
+            groups: Vec::new(),
+            label: PeerLabel::None,
+        }
+    }
+
+    fn labeled(uid: u32, context: &str) -> Caller {
+        Caller {
+            label: PeerLabel::Label(context.to_owned()),
+            ..caller(uid, uid, Some(7))
+        }
     }
 
     fn set(v: &[u32]) -> BTreeSet<u32> {
@@ -227,7 +326,7 @@ mod tests {
         let denied = p
             .check(&caller(1001, 1001, None), "Stats", Role::Reader)
             .unwrap_err();
-        assert_eq!(denied.uid, 1001);
+        assert_eq!(denied.uid(), 1001);
         assert_eq!(
             denied.to_string(),
             "uid 1001 may not call Stats: it needs the reader role (granted to uids 0, 1000)"
@@ -268,40 +367,165 @@ mod tests {
     }
 
     #[test]
-    fn supplementary_groups_come_from_the_callers_status_and_must_match_its_uid() {
-        let proc = tempfile::tempdir().unwrap();
-        let status = |pid: i32, uid: u32, groups: &str| {
-            let dir = proc.path().join(pid.to_string());
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(
-                dir.join("status"),
-                format!("Name:\tpodman\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGroups:\t{groups}\n"),
-            )
-            .unwrap();
-        };
-        status(41, 1500, "10 20 30 ");
-        status(42, 1234, "30");
+    fn supplementary_groups_are_the_ones_the_caller_connected_with() {
         let p = Policy::new(
             AuthConfig {
                 admin_gids: set(&[30]),
+                reader_gids: set(&[40]),
                 ..Default::default()
             },
             0,
-        )
-        .with_proc_root(proc.path());
+        );
+        let with = |groups: &[u32]| Caller {
+            groups: groups.to_vec(),
+            ..caller(1500, 1500, Some(41))
+        };
+        assert!(p.check(&with(&[10, 30]), "Allocate", Role::Admin).is_ok());
+        assert!(p.check(&with(&[10, 30]), "List", Role::Reader).is_ok());
+        assert!(p.check(&with(&[40]), "List", Role::Reader).is_ok());
+        assert!(p.check(&with(&[40]), "Allocate", Role::Admin).is_err());
+        // Groups unknown (empty): nothing granted by groups.
+        assert!(p.check(&with(&[]), "List", Role::Reader).is_err());
+    }
+
+    #[test]
+    fn selinux_type_is_the_third_field_of_a_context() {
+        assert_eq!(
+            selinux_type("system_u:system_r:container_t:s0:c1,c2"),
+            Some("container_t")
+        );
+        assert_eq!(
+            selinux_type("unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023"),
+            Some("unconfined_t")
+        );
+        assert_eq!(
+            selinux_type("system_u:system_r:spc_t"),
+            Some("spc_t"),
+            "a context without MLS field"
+        );
+        assert_eq!(
+            selinux_type("system_u:object_r:unlabeled_t:s0"),
+            Some("unlabeled_t")
+        );
+        // Not SELinux contexts: AppArmor labels, garbage.
+        assert_eq!(selinux_type("unconfined"), None);
+        assert_eq!(selinux_type("docker-default (enforce)"), None);
+        assert_eq!(selinux_type("/usr/bin/podman (enforce)"), None);
+        assert_eq!(selinux_type("a::container_t:s0"), None);
+        assert_eq!(selinux_type("user:role"), None);
+        assert_eq!(selinux_type(""), None);
+    }
+
+    #[test]
+    fn container_domains_are_refused_even_as_root_unless_allowed() {
+        let p = Policy::new(AuthConfig::default(), 0);
+        let container = labeled(0, "system_u:system_r:container_t:s0:c1,c2");
+        let denied = p.check(&container, "Allocate", Role::Admin).unwrap_err();
+        assert_eq!(
+            denied,
+            Denied::Container {
+                uid: 0,
+                method: "Allocate",
+                domain: "container_t".into(),
+                context: "system_u:system_r:container_t:s0:c1,c2".into(),
+            }
+        );
+        let message = denied.to_string();
+        assert!(
+            message.contains("container domain container_t")
+                && message.contains("[auth] allow_containers = true")
+                && message.contains("[auth] container_types"),
+            "{message}"
+        );
+        // Reading is refused too: a container has no business with the
+        // host's allocations.
+        assert!(p.check(&container, "List", Role::Reader).is_err());
+        for ty in DEFAULT_CONTAINER_TYPES {
+            let c = labeled(0, &format!("system_u:system_r:{ty}:s0:c5,c6"));
+            assert!(p.check(&c, "Release", Role::Admin).is_err(), "{ty}");
+        }
+
+        // Host domains, the super-privileged container, an unlabeled peer,
+        // another module's label and no label at all pass to the role check.
+        for context in [
+            "unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023",
+            "system_u:system_r:spc_t:s0",
+            "system_u:system_r:init_t:s0",
+            "system_u:object_r:unlabeled_t:s0",
+            "unconfined",
+        ] {
+            assert!(
+                p.check(&labeled(0, context), "Allocate", Role::Admin)
+                    .is_ok(),
+                "{context}"
+            );
+        }
         assert!(p
-            .check(&caller(1500, 1500, Some(41)), "Allocate", Role::Admin)
+            .check(&caller(0, 0, None), "Allocate", Role::Admin)
             .is_ok());
-        // pid 42 now belongs to another uid: a recycled pid grants nothing.
-        assert!(p
-            .check(&caller(1500, 1500, Some(42)), "Allocate", Role::Admin)
+        // A container that is not root still fails the role check after
+        // containers are allowed.
+        let allowing = Policy::new(
+            AuthConfig {
+                allow_containers: true,
+                ..Default::default()
+            },
+            0,
+        );
+        assert!(allowing.check(&container, "Allocate", Role::Admin).is_ok());
+        assert!(matches!(
+            allowing.check(
+                &labeled(1234, "system_u:system_r:container_t:s0:c1,c2"),
+                "List",
+                Role::Reader
+            ),
+            Err(Denied::Role { uid: 1234, .. })
+        ));
+
+        // The configured list replaces the default one.
+        let custom = Policy::new(
+            AuthConfig {
+                container_types: ["my_sandbox_t".to_owned()].into(),
+                ..Default::default()
+            },
+            0,
+        );
+        assert!(custom.check(&container, "Allocate", Role::Admin).is_ok());
+        assert!(custom
+            .check(
+                &labeled(0, "system_u:system_r:my_sandbox_t:s0"),
+                "Allocate",
+                Role::Admin
+            )
             .is_err());
-        // No pid, or a vanished process: no supplementary groups.
-        assert!(p
-            .check(&caller(1500, 1500, None), "Allocate", Role::Admin)
-            .is_err());
-        assert!(p
-            .check(&caller(1500, 1500, Some(43)), "Allocate", Role::Admin)
-            .is_err());
+    }
+
+    #[test]
+    fn an_unreadable_label_fails_closed_unless_containers_are_allowed() {
+        let c = Caller {
+            label: PeerLabel::Unreadable("Cannot allocate memory (os error 12)".into()),
+            ..caller(0, 0, Some(9))
+        };
+        let denied = Policy::new(AuthConfig::default(), 0)
+            .check(&c, "Allocate", Role::Admin)
+            .unwrap_err();
+        assert!(
+            matches!(denied, Denied::LabelUnreadable { uid: 0, .. }),
+            "{denied:?}"
+        );
+        assert!(
+            denied
+                .to_string()
+                .contains("could not read its SELinux context"),
+            "{denied}"
+        );
+        let allowing = Policy::new(
+            AuthConfig {
+                allow_containers: true,
+                ..Default::default()
+            },
+            0,
+        );
+        assert!(allowing.check(&c, "Allocate", Role::Admin).is_ok());
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
-use crate::auth::{Caller, Policy, Role};
+use crate::auth::{Policy, Role};
 use crate::config::Config;
 use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
@@ -237,16 +237,11 @@ fn connection_gate(limits: ConnectionLimits, policy: &SharedPolicy) -> Arc<Gate>
     let policy = policy.clone();
     Gate::new(
         limits,
-        Box::new(move |cred| {
-            let caller = Caller {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                pid: cred.pid(),
-            };
+        Box::new(move |caller| {
             policy
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .check(&caller, "connect", Role::Admin)
+                .check(caller, "connect", Role::Admin)
                 .is_ok()
         }),
     )

@@ -19,6 +19,8 @@
 //! [`WARN_INTERVAL`] (with how many were not logged), so a flood cannot
 //! flood the journal too.
 
+use crate::auth::Caller;
+use crate::connection::PeerStream;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -28,8 +30,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::unix::UCred;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 /// What every HTTP/2 client sends first (RFC 9113, section 3.4).
 const PREFACE_LEN: usize = 24;
@@ -194,8 +195,8 @@ pub enum Refusal {
     },
 }
 
-/// Tells admins apart, from the peer's credentials.
-pub type IsAdmin = Box<dyn Fn(&UCred) -> bool + Send + Sync>;
+/// Tells admins apart, from the peer's identity read at accept time.
+pub type IsAdmin = Box<dyn Fn(&Caller) -> bool + Send + Sync>;
 
 /// Admits connections within the [`ConnectionLimits`] and counts them.
 pub struct Gate {
@@ -245,10 +246,10 @@ impl Gate {
 
     /// Admits a connection from `cred`, or says why not. The returned
     /// permit holds the slot until it drops.
-    pub fn admit(self: &Arc<Self>, cred: Option<UCred>) -> Result<Permit, Refusal> {
-        let cred = cred.ok_or(Refusal::NoCredentials)?;
-        let uid = cred.uid();
-        let admin = (self.is_admin)(&cred);
+    pub fn admit(self: &Arc<Self>, caller: Option<&Caller>) -> Result<Permit, Refusal> {
+        let caller = caller.ok_or(Refusal::NoCredentials)?;
+        let uid = caller.uid;
+        let admin = (self.is_admin)(caller);
         let limits = self.limits();
         let mut counts = self.counts();
         let open = counts.total;
@@ -338,18 +339,24 @@ impl Drop for Permit {
 pub fn incoming(
     listener: UnixListener,
     gate: Arc<Gate>,
-) -> impl futures_util::Stream<Item = io::Result<Guarded<UnixStream>>> {
+) -> impl futures_util::Stream<Item = io::Result<Guarded<PeerStream>>> {
     futures_util::stream::unfold((listener, gate), |(listener, gate)| async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => match gate.admit(stream.peer_cred().ok()) {
-                    Ok(permit) => {
-                        let timeout = gate.limits().handshake_timeout;
-                        let guarded = Guarded::new(stream, permit, timeout);
-                        return Some((Ok(guarded), (listener, gate)));
+                Ok((stream, _)) => {
+                    // The peer's identity is read once, here: it decides
+                    // the limits and rides with every request on the
+                    // connection.
+                    let stream = PeerStream::accepted(stream);
+                    match gate.admit(stream.caller()) {
+                        Ok(permit) => {
+                            let timeout = gate.limits().handshake_timeout;
+                            let guarded = Guarded::new(stream, permit, timeout);
+                            return Some((Ok(guarded), (listener, gate)));
+                        }
+                        Err(refusal) => gate.warn_refused(&refusal),
                     }
-                    Err(refusal) => gate.warn_refused(&refusal),
-                },
+                }
                 Err(e) => {
                     gate.warn_accept_failed(&e);
                     let exhausted = matches!(
@@ -462,9 +469,10 @@ impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UnixStream;
 
-    fn cred_of(stream: &UnixStream) -> UCred {
-        stream.peer_cred().unwrap()
+    fn cred_of(stream: &UnixStream) -> Caller {
+        crate::auth::peer::read_peer(std::os::fd::AsFd::as_fd(stream)).unwrap()
     }
 
     #[tokio::test]
@@ -483,10 +491,10 @@ mod tests {
             limits,
             Box::new(move |_| flag.load(std::sync::atomic::Ordering::Relaxed)),
         );
-        let p1 = gate.admit(Some(cred)).unwrap();
-        let _p2 = gate.admit(Some(cred)).unwrap();
+        let p1 = gate.admit(Some(&cred)).unwrap();
+        let _p2 = gate.admit(Some(&cred)).unwrap();
         assert!(matches!(
-            gate.admit(Some(cred)),
+            gate.admit(Some(&cred)),
             Err(Refusal::PerUid {
                 open: 2,
                 limit: 2,
@@ -494,25 +502,25 @@ mod tests {
             })
         ));
         drop(p1);
-        let _p3 = gate.admit(Some(cred)).unwrap();
+        let _p3 = gate.admit(Some(&cred)).unwrap();
         // An admin is not held to the per-uid cap and may use the reserve...
         admin.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _p4 = gate.admit(Some(cred)).unwrap();
+        let _p4 = gate.admit(Some(&cred)).unwrap();
         // ... which a non-admin may not, even below its own cap.
         admin.store(false, std::sync::atomic::Ordering::Relaxed);
         let mut limits = gate.limits();
         limits.per_uid = 100;
         gate.set_limits(limits);
-        let refused = gate.admit(Some(cred)).unwrap_err();
+        let refused = gate.admit(Some(&cred)).unwrap_err();
         assert!(
             matches!(refused, Refusal::Reserved { open: 3, .. }),
             "{refused}"
         );
         admin.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _p5 = gate.admit(Some(cred)).unwrap();
-        let _p6 = gate.admit(Some(cred)).unwrap();
+        let _p5 = gate.admit(Some(&cred)).unwrap();
+        let _p6 = gate.admit(Some(&cred)).unwrap();
         assert!(matches!(
-            gate.admit(Some(cred)),
+            gate.admit(Some(&cred)),
             Err(Refusal::Full { max: 5, .. })
         ));
         assert_eq!(gate.admit(None).unwrap_err(), Refusal::NoCredentials);
@@ -524,7 +532,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let gate = Gate::new(ConnectionLimits::default(), Box::new(|_| false));
         let (server, mut client) = UnixStream::pair().unwrap();
-        let permit = gate.admit(Some(cred_of(&server))).unwrap();
+        let permit = gate.admit(Some(&cred_of(&server))).unwrap();
         let timeout = Duration::from_millis(300);
         let mut guarded = Guarded::new(server, permit, timeout);
         client.write_all(&[b'P'; PREFACE_LEN / 2]).await.unwrap();
@@ -543,7 +551,7 @@ mod tests {
 
         // With the whole preface in time, reads go on past the deadline.
         let (server, mut client) = UnixStream::pair().unwrap();
-        let permit = gate.admit(Some(cred_of(&server))).unwrap();
+        let permit = gate.admit(Some(&cred_of(&server))).unwrap();
         let mut guarded = Guarded::new(server, permit, timeout);
         client.write_all(&[b'P'; PREFACE_LEN]).await.unwrap();
         assert_eq!(guarded.read(&mut buf).await.unwrap(), PREFACE_LEN);
