@@ -41,6 +41,9 @@ fn a_skipped_vm_suite_fails_ci_unless_allowed() {
         String::from_utf8_lossy(&out.stdout).contains(SKIPPED),
         "the suite's reason is shown: {out:?}"
     );
+    // The power-cut VM test is gated the same way.
+    let power = run("POWER-CUT: SKIPPED (no qemu)", 0, None);
+    assert_eq!(power.status.code(), Some(1), "{power:?}");
     // Only the exact value allows it.
     assert_eq!(run(SKIPPED, 0, Some("yes")).status.code(), Some(1));
     let allowed = run(SKIPPED, 0, Some("1"));

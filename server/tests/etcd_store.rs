@@ -843,7 +843,9 @@ async fn records_written_by_a_newer_mcsd_with_unknown_fields_are_released() {
         .unwrap();
     assert_eq!(engine.stats().await.unwrap().containers, 3);
     for id in ["lone", "one", "two"] {
-        let released = engine.release(ContainerId::new(id).unwrap(), Vec::new()).await;
+        let released = engine
+            .release(ContainerId::new(id).unwrap(), Vec::new())
+            .await;
         assert!(released.is_ok(), "{id}: {released:?}");
     }
     let left = client
