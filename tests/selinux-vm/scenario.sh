@@ -161,13 +161,23 @@ for v in vol-a vol-b shared; do
     echo "more of $v" >"/srv/$v/sub/more"
 done
 ln -s /etc/shadow /srv/vol-a/shadow-link
+# A root-only host file hard-linked into A's volume: a label belongs to the
+# inode, so labeling the name inside the volume would hand the file to A.
+echo "host secret" >/root/hl-secret
+chmod 600 /root/hl-secret
+ln /root/hl-secret /srv/vol-a/host-link
 original=$(label /srv/vol-a/data)
 shadow_before=$(label /etc/shadow)
-info "volumes start as $original; /etc/shadow is $shadow_before"
+hl_before=$(label /root/hl-secret)
+info "volumes start as $original; /etc/shadow is $shadow_before; /root/hl-secret is $hl_before"
 
-check "relabel A's volume private" mcsctl relabel a /srv/vol-a
+out=$(mcsctl relabel a /srv/vol-a 2>&1)
+check "relabel A's volume private" [ $? -eq 0 ]
+check "the relabel names the hard-linked host file it left alone" \
+    grep -q "1 hard-linked entries left alone.*/srv/vol-a/host-link" <<<"$out"
 check "relabel B's volume private" mcsctl relabel b /srv/vol-b
 check "relabel the shared volume for A" mcsctl relabel a /srv/shared --shared
+check "register the shared volume for B too" mcsctl relabel b /srv/shared --shared
 private_a=system_u:object_r:container_file_t:$level_a
 private_b=system_u:object_r:container_file_t:$level_b
 check "A's volume is $private_a" [ "$(label /srv/vol-a/sub/more)" = "$private_a" ]
@@ -176,6 +186,8 @@ check "the shared volume is container_file_t:s0" \
     [ "$(label /srv/shared/sub/more)" = system_u:object_r:container_file_t:s0 ]
 check "the symlink still points at /etc/shadow" [ "$(readlink /srv/vol-a/shadow-link)" = /etc/shadow ]
 check "/etc/shadow kept its label ($(label /etc/shadow))" [ "$(label /etc/shadow)" = "$shadow_before" ]
+check "the hard-linked host file kept its label ($(label /root/hl-secret))" \
+    [ "$(label /root/hl-secret)" = "$hl_before" ]
 
 # --- 4. the kernel enforces the levels --------------------------------------
 
@@ -201,12 +213,21 @@ isolation() {
 }
 isolation "$level_a" vol-a vol-b "$level_b"
 isolation "$level_b" vol-b vol-a "$level_a"
+out=$(probe "$level_a" "cat /srv/vol-a/host-link; echo rc=\$?")
+check "A gets EACCES on the host file hard-linked into its volume" grep -q 'Permission denied' <<<"$out"
+check "A could not read a byte of it" lacks "host secret" "$out"
 
 # --- 5. release restores and frees ------------------------------------------
 
 check "release A" mcsctl release a
 check "A's volume is back to $original" [ "$(label /srv/vol-a/sub/more)" = "$original" ]
-check "the shared volume is back to $original" [ "$(label /srv/shared/data)" = "$original" ]
+check "the hard-linked host file still has its own label" [ "$(label /root/hl-secret)" = "$hl_before" ]
+check "the shared volume stays container_file_t:s0 while B has it" \
+    [ "$(label /srv/shared/data)" = system_u:object_r:container_file_t:s0 ]
+check "what A wrote to the shared volume no longer carries A's pair" \
+    [ "$(label "/srv/shared/new-$level_a")" = system_u:object_r:container_file_t:s0 ]
+out=$(probe "$level_b" "cat /srv/shared/data && echo more >>/srv/shared/data && echo SHARED-OK")
+check "B still reads and writes the shared volume after A's release" grep -q SHARED-OK <<<"$out"
 check "A's allocation is gone" sh -c '! mcsctl get a >/dev/null 2>&1'
 again=$(mcsctl -o json allocate a-again --level "$level_a" | level_of)
 check "A's pair is free again (granted to a new container: $again)" [ "$again" = "$level_a" ]
@@ -237,6 +258,9 @@ check "no pair handed out twice" [ "$duplicate" -eq 0 ]
 check "B's pair was never handed out again" [ -z "${seen[$level_b]:-}" ]
 check "s0:c5,c6 (in use before mcsd started) was never handed out" [ -z "${seen[s0:c5,c6]:-}" ]
 check "mcsd holds s0:c5,c6 for the running process" sh -c 'mcsctl list --owner running | grep -q "s0:c5,c6"'
+check "release B" mcsctl release b
+check "the last release of the shared volume restores it to $original" \
+    [ "$(label /srv/shared/sub/more)" = "$original" ]
 kill "$early" 2>/dev/null
 
 # --- 8. mcsd_t is confined --------------------------------------------------
