@@ -159,6 +159,10 @@ pub enum DaemonError {
     /// The socket systemd passed is unusable.
     #[error("socket activation: {0}")]
     Activation(String),
+    /// The engine stopped while serving (its actor panicked): every call
+    /// would fail, so the process exits for its supervisor to restart it.
+    #[error("the engine stopped while serving (see the panic logged above); exiting so that systemd restarts mcsd")]
+    EngineDied,
     /// The reflection service could not be built.
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
@@ -388,6 +392,14 @@ impl Daemon {
     /// The engine, for in-process callers.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Resolves if the engine stops while the daemon serves (its actor
+    /// panicked): health already says NOT_SERVING; [`run`] then exits
+    /// with [`DaemonError::EngineDied`] so the service manager restarts
+    /// mcsd instead of leaving a process that fails every call.
+    pub async fn engine_died(&self) {
+        self.engine.stopped().await
     }
 
     /// Stops gracefully: in-flight calls finish, queued changes commit, the

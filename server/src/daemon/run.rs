@@ -38,10 +38,19 @@ pub async fn run(
         }
     };
     systemd::notify(&format!("READY=1\n{}", status(daemon.engine()).await));
+    let died = daemon.engine().clone();
+    let died = died.stopped();
+    tokio::pin!(died);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = &mut died => {
+                tracing::error!("the engine stopped while serving; exiting so that the service manager restarts mcsd");
+                systemd::notify("STATUS=Failed: the engine stopped; exiting");
+                let _ = daemon.stop().await;
+                return Err(DaemonError::EngineDied);
+            }
             _ = hup.recv() => {
                 match reload() {
                     Ok(new) => match daemon.reload(new).await {

@@ -152,6 +152,12 @@ async fn health_turns_not_serving_when_the_engine_actor_dies() {
     assert!(daemon.engine().is_running());
     assert_eq!(client.status().await.unwrap().health, "SERVING");
 
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), daemon.engine_died())
+            .await
+            .is_err(),
+        "a healthy engine has not died"
+    );
     daemon.engine().panic_for_test().await;
     for (service, mut stream) in watches {
         let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -166,6 +172,10 @@ async fn health_turns_not_serving_when_the_engine_actor_dies() {
         daemon.engine().stats().await,
         Err(crate::error::AllocError::ShuttingDown)
     ));
+    // What `run` waits for to exit (so systemd restarts mcsd).
+    tokio::time::timeout(Duration::from_secs(5), daemon.engine_died())
+        .await
+        .expect("engine_died resolves once the actor is gone");
     assert_eq!(client.status().await.unwrap().health, "NOT_SERVING");
     // Stopping still closes the store cleanly.
     daemon.stop().await.unwrap();
