@@ -214,3 +214,47 @@ async fn a_private_volume_taken_over_by_another_container_is_handed_on_not_resto
     c.release("b").await.unwrap();
     assert!(all_labeled(&vol, VAR));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_frees_its_pair_only_after_every_member_volume_is_restored() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let d = daemon(temp.path(), CONFIG, "c0.c9");
+    let mut c = d.client().await;
+    let a = c.allocate(Allocate::new("a").group("pod")).await.unwrap();
+    let b = c.allocate(Allocate::new("b").group("pod")).await.unwrap();
+    assert_eq!(a.level, b.level, "members share the pod's pair");
+    let vol_a = tree(&temp.path().join("vol-a"), 2, 5, VAR);
+    let vol_b = tree(&temp.path().join("vol-b"), 2, 5, USR);
+    relabel(&mut c, "a", &vol_a[0], false).await.1.unwrap();
+    relabel(&mut c, "b", &vol_b[0], false).await.1.unwrap();
+
+    // The first member out restores its own volume; the pair stays with a.
+    let r = c.release("b").await.unwrap();
+    assert!(r.released && !r.level_freed, "{r:?}");
+    assert!(all_labeled(&vol_b, USR));
+    assert!(
+        all_labeled(&vol_a, &a.file_label),
+        "a still uses its volume"
+    );
+
+    // The last member's release restores before the pair goes back.
+    let cover = Mount::new("ramfs", &vol_a[0]);
+    assert_eq!(
+        code(c.release("a").await),
+        Code::FailedPrecondition,
+        "a volume that cannot be restored keeps the group's pair"
+    );
+    drop(cover);
+    let r = c.release("a").await.unwrap();
+    assert!(r.released && r.level_freed, "{r:?}");
+    assert!(all_labeled(&vol_a, VAR));
+    let again = c
+        .allocate(Allocate::new("next").level(a.level.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.level, a.level,
+        "the pair is free once both are restored"
+    );
+}
