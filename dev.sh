@@ -15,8 +15,9 @@ cd "$(dirname "$0")"
 # for etcd-client's generated code) and the
 # tests use (etcd for the cluster store, attr for getfattr, systemd for
 # systemd-analyze and systemd-socket-activate, rpm for rpmbuild, util-linux
-# for setpriv and mount).
-DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler libprotobuf-dev attr strace etcd-server curl ca-certificates systemd rpm util-linux make selinux-policy-dev)
+# for setpriv and mount, procps for /bin/kill, which mcsd.service's ExecReload= names and
+# systemd-analyze verify requires; a minimal Debian root lacks it).
+DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler libprotobuf-dev attr strace etcd-server curl ca-certificates systemd rpm util-linux procps make selinux-policy-dev)
 FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protobuf-compiler protobuf-devel attr strace etcd curl systemd rpm-build util-linux selinux-policy-devel)
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
