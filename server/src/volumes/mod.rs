@@ -222,6 +222,19 @@ impl Volumes {
         Ok(f(index.as_mut().expect("just built")))
     }
 
+    /// Drops `id`'s roots from the index, if it is built. An index not
+    /// built yet is loaded later from the store, which no longer holds
+    /// them: building it here would cost a listing of every allocation on
+    /// the first release, and could fail a release already committed.
+    async fn forget(&self, id: &ContainerId, roots: &[RelabeledRoot]) {
+        if roots.is_empty() {
+            return;
+        }
+        if let Some(index) = self.index.lock().await.as_mut() {
+            index.remove(id, roots);
+        }
+    }
+
     /// Resolves, checks and records `path` for container `id`, then labels
     /// the tree, sending running totals to `progress` (resolved root, label
     /// and totals) until it is done. Files with hard links outside the tree
@@ -303,12 +316,11 @@ impl Volumes {
         Ok(Relabeled { outcome, label })
     }
 
+    /// The container's record; [`VolumeError::NoAllocation`] if none.
     async fn record(&self, id: &ContainerId) -> Result<AllocationRecord, VolumeError> {
-        match self.engine.get(id).await {
-            Ok(record) => Ok(record),
-            Err(AllocError::NotFound(_)) => Err(VolumeError::NoAllocation(id.clone())),
-            Err(e) => Err(e.into()),
-        }
+        self.lookup(id)
+            .await?
+            .ok_or_else(|| VolumeError::NoAllocation(id.clone()))
     }
 
     fn running(&self, id: &ContainerId, counters: &Arc<Counters>) -> Running<'_> {
@@ -394,8 +406,7 @@ impl Volumes {
             let restored = self.restore_all(&record).await?;
             let paths = record.roots.iter().map(|r| r.path.clone()).collect();
             let released = self.engine.release(id.clone(), paths).await?;
-            self.with_index(|index| index.remove(&id, &record.roots))
-                .await?;
+            self.forget(&id, &record.roots).await;
             return Ok((released, restored));
         }
         Err(VolumeError::Alloc(AllocError::Store(
