@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
@@ -23,14 +22,7 @@ fn config(dir: &Path, metrics: &Path) {
 }
 
 fn scrape(socket: &Path) -> String {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    response
+    common::get_metrics(std::os::unix::net::UnixStream::connect(socket).unwrap())
 }
 
 fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {

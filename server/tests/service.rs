@@ -206,14 +206,7 @@ async fn health_reflection_and_status_answer_over_the_socket() {
 }
 
 fn scrape(port: u16) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    response
+    common::get_metrics(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,3 +185,15 @@ fn now_millis() -> u128 {
         .expect("a clock after 1970")
         .as_millis()
 }
+
+/// Sends `GET /metrics` on `stream` (TCP or the Unix metrics socket) and
+/// returns the whole response, which must be `200 OK`.
+pub fn get_metrics(mut stream: impl std::io::Read + std::io::Write) -> String {
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+}
