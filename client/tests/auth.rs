@@ -2,6 +2,8 @@
 //! `setpriv`) and get exactly what their role allows; every state-changing
 //! call lands in the audit log with the caller's uid and pid.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -9,7 +11,6 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use mcsd::auth::AuthConfig;
-use mcsd::config::Config;
 use mcsd::daemon::Daemon;
 
 const NOBODY: u32 = 65534;
@@ -77,21 +78,14 @@ async fn roles_come_from_peer_credentials_and_changes_are_audited() {
     let dir = tempfile::tempdir().unwrap();
     // Other uids must reach the socket so that mcsd, not file modes, decides.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = Config {
-        socket: dir.path().join("mcsd.sock"),
-        state_dir: dir.path().join("state"),
-        range: "c0.c9".parse().unwrap(),
-        process_template: Some("system_u:system_r:container_t".parse().unwrap()),
-        file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
-        host_contexts: vec![],
-        auth: AuthConfig {
+    let config = common::config(
+        dir.path(),
+        AuthConfig {
             reader_uids: [NOBODY].into(),
             admin_gids: [ADMIN_GROUP].into(),
             ..Default::default()
         },
-        scan_in_use: false,
-        ..Config::default()
-    };
+    );
     let daemon = Daemon::start(&config).await.unwrap();
     let socket = config.socket.clone();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();

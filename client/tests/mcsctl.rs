@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 use mcsd::config::Config;
 use mcsd::daemon::Daemon;
 use serde_json::Value;
@@ -18,15 +20,8 @@ struct Setup {
 async fn daemon(range: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
-        socket: dir.path().join("mcsd.sock"),
-        state_dir: dir.path().join("state"),
         range: range.parse().unwrap(),
-        process_template: Some("system_u:system_r:container_t".parse().unwrap()),
-        file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
-        host_contexts: vec![],
-        // Pairs of this host's running processes must not change the counts.
-        scan_in_use: false,
-        ..Config::default()
+        ..common::config(dir.path(), Default::default())
     };
     let daemon = Daemon::start(&config).await.unwrap();
     Setup {

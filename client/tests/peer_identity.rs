@@ -7,6 +7,8 @@
 //! process's status file (the thread-group leader: root, no such group)
 //! describes someone else — just as it would after the pid was reused.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -15,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use mcs_proto::v1 as pb;
 use mcs_proto::v1::labels_client::LabelsClient;
 use mcsd::auth::AuthConfig;
-use mcsd::config::Config;
 use mcsd::daemon::Daemon;
 use rustix::process::{Gid, Uid};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -76,21 +77,14 @@ async fn groups_are_the_ones_the_caller_connected_with() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = Config {
-        socket: dir.path().join("mcsd.sock"),
-        state_dir: dir.path().join("state"),
-        range: "c0.c9".parse().unwrap(),
-        process_template: Some("system_u:system_r:container_t".parse().unwrap()),
-        file_template: Some("system_u:object_r:container_file_t".parse().unwrap()),
-        host_contexts: vec![],
-        auth: AuthConfig {
+    let config = common::config(
+        dir.path(),
+        AuthConfig {
             admin_gids: [ADMIN_GROUP].into(),
             reader_gids: [READER_GROUP].into(),
             ..Default::default()
         },
-        scan_in_use: false,
-        ..Config::default()
-    };
+    );
     let daemon = Daemon::start(&config).await.unwrap();
     let socket = config.socket.clone();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
