@@ -17,8 +17,11 @@ FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 CARGO       ?= cargo
 BIN         ?= target/release
 
-.PHONY: all build install install-files policy
+.PHONY: all build install install-files policy install-policy dist
 SELINUX_DEVEL ?= /usr/share/selinux/devel/Makefile
+SELINUXTYPE ?= targeted
+VERSION     := $(shell sed -n 's/^Version: *//p' deploy/mcsd.spec)
+DISTDIR     ?= .
 all: build
 
 build:
@@ -48,3 +51,14 @@ install-files:
 # mcsd's SELinux policy module (needs selinux-policy-dev / -devel).
 policy:
 	$(MAKE) -C policy -f $(SELINUX_DEVEL) mcsd.pp
+
+# The module as the mcsd-selinux RPM ships it: bzip2-compressed (semodule
+# reads it so), with the interface file for policies that use mcsd's.
+install-policy: policy
+	install -d $(DESTDIR)$(DATADIR)/selinux/packages/$(SELINUXTYPE)
+	bzip2 -9 -c policy/mcsd.pp > $(DESTDIR)$(DATADIR)/selinux/packages/$(SELINUXTYPE)/mcsd.pp.bz2
+	install -D -m 0644 policy/mcsd.if $(DESTDIR)$(DATADIR)/selinux/devel/include/services/mcsd.if
+
+# The source tarball the RPM spec names (Source0), from the committed tree.
+dist:
+	git archive --format=tar.gz --prefix=mcsd-$(VERSION)/ -o $(DISTDIR)/mcsd-$(VERSION).tar.gz HEAD
