@@ -14,11 +14,12 @@ cd "$(dirname "$0")"
 # Packages the build needs (libselinux headers + libclang for the selinux crate's bindgen, protoc
 # for etcd-client's generated code) and the
 # tests use (etcd for the cluster store, attr for getfattr, systemd for
-# systemd-analyze and systemd-socket-activate, rpm for rpmbuild, util-linux
+# systemd-analyze and systemd-socket-activate, rpm for rpmbuild, bzip2 and cpio for the RPM's
+# compressed policy module and the test that unpacks it, util-linux
 # for setpriv and mount, procps for /bin/kill, which mcsd.service's ExecReload= names and
 # systemd-analyze verify requires; a minimal Debian root lacks it).
-DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler libprotobuf-dev attr strace etcd-server curl ca-certificates systemd rpm util-linux procps make selinux-policy-dev)
-FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protobuf-compiler protobuf-devel attr strace etcd curl systemd rpm-build util-linux selinux-policy-devel)
+DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler libprotobuf-dev attr strace etcd-server curl ca-certificates systemd rpm bzip2 cpio util-linux procps make selinux-policy-dev)
+FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protobuf-compiler protobuf-devel attr strace etcd curl systemd rpm-build bzip2 cpio util-linux selinux-policy-devel)
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 
