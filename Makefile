@@ -59,6 +59,15 @@ install-policy: policy
 	bzip2 -9 -c policy/mcsd.pp > $(DESTDIR)$(DATADIR)/selinux/packages/$(SELINUXTYPE)/mcsd.pp.bz2
 	install -D -m 0644 policy/mcsd.if $(DESTDIR)$(DATADIR)/selinux/devel/include/services/mcsd.if
 
-# The source tarball the RPM spec names (Source0), from the committed tree.
+# The source tarball the RPM spec names (Source0): the committed tree (git
+# archive of HEAD), or outside a git checkout (an unpacked tarball, the
+# fresh-machine test's root) the tree as it is, without build output.
 dist:
-	git archive --format=tar.gz --prefix=mcsd-$(VERSION)/ -o $(DISTDIR)/mcsd-$(VERSION).tar.gz HEAD
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git archive --format=tar.gz --prefix=mcsd-$(VERSION)/ -o $(DISTDIR)/mcsd-$(VERSION).tar.gz HEAD; \
+	else \
+		tmp=$$(mktemp) && tar -czf $$tmp --exclude=./target --exclude=./.mcsd-dev \
+			--exclude=./policy/tmp --exclude='./policy/*.pp' --exclude='./mcsd-*.tar.gz' \
+			--transform 's,^\.,mcsd-$(VERSION),' . && \
+		chmod 0644 $$tmp && mv $$tmp $(DISTDIR)/mcsd-$(VERSION).tar.gz; \
+	fi
