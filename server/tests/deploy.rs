@@ -209,7 +209,7 @@ fn rpmbuild_all() -> Rpms {
         found[0].clone()
     };
     let main = find("mcsd binary", &|n| {
-        n.starts_with("mcsd-0") && !n.ends_with(".src.rpm")
+        !n.starts_with("mcsd-selinux-") && !n.ends_with(".src.rpm")
     });
     let selinux = find("mcsd-selinux", &|n| n.starts_with("mcsd-selinux-"));
     let source = find("source", &|n| n.ends_with(".src.rpm"));
