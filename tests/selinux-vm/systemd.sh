@@ -247,6 +247,10 @@ check "audit entries carry UID= ($(grep -c '^ *UID=' <<<"$audit") of $(grep -c '
     sh -c "[ $(grep -c '^ *UID=0$' <<<"$audit") -ge 5 ]"
 show "$(grep -m1 -B12 -A3 'METHOD=Allocate' <<<"$audit" | grep -E '^ *(MESSAGE|METHOD|UID|SUBJECT|RESULT|_SYSTEMD_UNIT)=')"
 
+warnings=$(mcsd_log -p warning)
+check "mcsd logged no warning or error under the unit's hardening ($(grep -c . <<<"$warnings"))" [ -z "$warnings" ]
+show "$(head -n 10 <<<"$warnings")"
+
 # --- exposure ----------------------------------------------------------------
 
 mcsctl status >/dev/null 2>&1
