@@ -217,6 +217,7 @@ impl From<VolumeError> for Status {
             | VolumeError::OtherNode { .. }
             | VolumeError::Relabel(_)
             | VolumeError::Incomplete(_)
+            | VolumeError::ReadOnly(_)
             | VolumeError::RestoreFailed { .. } => Code::FailedPrecondition,
             VolumeError::Cancelled { .. } => Code::Aborted,
         };

@@ -439,3 +439,57 @@ async fn a_host_file_hard_linked_into_a_volume_keeps_its_label_unless_asked() {
     assert_eq!(r.restored[0].hardlinks_skipped, 0);
     assert_eq!(label(&secret).as_deref(), Some(VAR));
 }
+
+/// A read-only bind mount of a directory onto itself, undone when dropped.
+struct ReadOnlyBind(PathBuf);
+impl ReadOnlyBind {
+    fn new(at: &Path) -> Self {
+        let mount = |args: &[&str]| {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount {args:?} failed");
+        };
+        let at_str = at.to_str().unwrap();
+        mount(&["--bind", at_str, at_str]);
+        mount(&["-o", "remount,bind,ro", at_str]);
+        ReadOnlyBind(at.to_owned())
+    }
+}
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_on_a_read_only_mount_is_refused_up_front_naming_read_write_paths() {
+    require_root();
+    let temp = tempfile::tempdir().unwrap();
+    let d = daemon_with(temp.path(), "", "c0.c9");
+    let mut c = d.client().await;
+    c.allocate(Allocate::new("a")).await.unwrap();
+    let root = temp.path().join("outside");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/f"), "x").unwrap();
+    let before = label(&root.join("sub/f"));
+    // What mcsd.service's ProtectSystem=strict makes of a path outside
+    // ReadWritePaths=.
+    let _ro = ReadOnlyBind::new(&root);
+    let (messages, status) = relabel(&mut c, "a", &root, false).await;
+    let status = status.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("is read-only for mcsd")
+            && status.message().contains("ReadWritePaths="),
+        "{}",
+        status.message()
+    );
+    assert!(messages.is_empty(), "no walk started: {messages:?}");
+    assert!(c.get("a").await.unwrap().roots.is_empty());
+    assert_eq!(label(&root.join("sub/f")), before);
+}

@@ -67,6 +67,10 @@ pub enum VolumeError {
     /// The label domain failed (store, ...).
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// The root is on a mount that is read-only for mcsd: not one entry
+    /// could be labeled, so the relabel is refused before it starts.
+    #[error("cannot relabel {}: it is read-only for mcsd (a read-only mount). Under systemd every path outside mcsd.service's ReadWritePaths= is (ProtectSystem=strict): add the volume root there (systemctl edit mcsd.service: [Service] ReadWritePaths=...) as well as to [relabel] allowlist, and restart mcsd", .0.display())]
+    ReadOnly(PathBuf),
     /// Some entries could not be labeled.
     #[error("relabel of {} incomplete: {} of {} entries could not be labeled{}", .0.root.display(), .0.totals.failed, .0.totals.seen, first_errors(.0))]
     Incomplete(Box<Outcome>),
@@ -104,6 +108,14 @@ pub enum VolumeError {
         /// What went wrong.
         error: String,
     },
+}
+
+/// Whether `path` is on a mount this process may not write (statvfs
+/// `ST_RDONLY`, which reflects a read-only bind mount too).
+fn read_only(path: &std::path::Path) -> bool {
+    rustix::fs::statvfs(path)
+        .map(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        .unwrap_or(false)
 }
 
 fn first_errors(o: &Outcome) -> String {
@@ -254,6 +266,10 @@ impl Volumes {
         self.local(&record, "relabel its volumes")?;
         let relabeler = self.relabeler();
         let root = blocking(move || relabeler.resolve(&path).map_err(Into::into)).await?;
+        let probe = root.clone();
+        if blocking(move || Ok(read_only(&probe))).await? {
+            return Err(VolumeError::ReadOnly(root));
+        }
         let _held = self
             .locks
             .lock([Key::Container(id.clone()), Key::Root(root.clone())])
