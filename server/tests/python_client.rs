@@ -7,10 +7,11 @@
 //! that: `h2::server::Peer::convert_poll_message` parses `:authority` with
 //! `http::uri::Authority::from_maybe_shared`, whose
 //! `validate_authority_bytes` rejects a `%` outside the userinfo
-//! (`InvalidPercent`), and the stream is reset with PROTOCOL_ERROR before
-//! tonic or mcsd see the request. No h2, hyper or tonic setting changes
-//! that (h2 0.4.21, hyper 1.13, tonic 0.14.9, http 1.5), so clients set the
-//! authority to `localhost`, as the README says. The first test is that
+//! (`InvalidPercent`; RFC 3986 would allow it in a reg-name), and the
+//! stream is reset with PROTOCOL_ERROR before tonic or mcsd see the
+//! request. No h2, hyper or tonic setting changes that (h2 0.4.20 as
+//! locked and 0.4.21, hyper 1.12 and 1.13, tonic 0.14.9, http 1.5), so
+//! clients set the authority to `localhost`, as the README says. The first test is that
 //! documented way; the second records the failure of a default channel, so
 //! that the day h2 accepts it this test says so and the README can drop the
 //! option.
