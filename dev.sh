@@ -6,7 +6,8 @@
 #   ./dev.sh deps   only install what the build and the tests need
 #
 # Both `run` and `test` install missing system packages first (apt-get or dnf, with sudo when not
-# root), a Rust toolchain through rustup when cargo is missing, and cargo-nextest when absent.
+# root), a Rust toolchain through rustup when cargo is missing, cargo-nextest when absent, and
+# the Python venv target/pyenv (grpcio from PyPI, tests/python/requirements.txt) the tests use.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -17,9 +18,14 @@ cd "$(dirname "$0")"
 # systemd-analyze and systemd-socket-activate, rpm for rpmbuild, bzip2 and cpio for the RPM's
 # compressed policy module and the test that unpacks it, util-linux
 # for setpriv and mount, procps for /bin/kill, which mcsd.service's ExecReload= names and
-# systemd-analyze verify requires; a minimal Debian root lacks it).
-DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler libprotobuf-dev attr strace etcd-server curl ca-certificates systemd rpm bzip2 cpio util-linux procps make selinux-policy-dev)
-FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protobuf-compiler protobuf-devel attr strace etcd curl systemd rpm-build bzip2 cpio util-linux selinux-policy-devel)
+# systemd-analyze verify requires; a minimal Debian root lacks it), python3 with venv
+# (Debian's python3-venv; Fedora's python3 has it) for the Python grpcio client test.
+DEBIAN_PACKAGES=(build-essential pkg-config libselinux1-dev libclang-dev clang protobuf-compiler libprotobuf-dev attr strace etcd-server curl ca-certificates systemd rpm bzip2 cpio util-linux procps make selinux-policy-dev python3 python3-venv)
+FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protobuf-compiler protobuf-devel attr strace etcd curl systemd rpm-build bzip2 cpio util-linux selinux-policy-devel python3)
+
+# The Python environment of server/tests/python_client.rs (stock grpcio from PyPI, pinned).
+PYENV=target/pyenv
+PY_REQUIREMENTS=tests/python/requirements.txt
 
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 
@@ -67,9 +73,24 @@ install_rust() {
     fi
 }
 
+# (Re)creates $PYENV when it is missing or was made from other requirements; a copy of the
+# requirements it was made from is kept in it, written last, so a failed install is redone.
+install_python_env() {
+    if [ -x "$PYENV/bin/python" ] && cmp -s "$PY_REQUIREMENTS" "$PYENV/requirements.txt"; then
+        return
+    fi
+    log "creating $PYENV with $(grep -v '^#' "$PY_REQUIREMENTS" | tr '\n' ' ')"
+    rm -rf "$PYENV"
+    mkdir -p "$(dirname "$PYENV")"
+    python3 -m venv "$PYENV"
+    "$PYENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PY_REQUIREMENTS"
+    cp "$PY_REQUIREMENTS" "$PYENV/requirements.txt"
+}
+
 deps() {
     install_system_packages
     install_rust
+    install_python_env
 }
 
 case "${1:-}" in
