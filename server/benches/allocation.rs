@@ -15,7 +15,9 @@
 //!
 //! Run with `cargo bench -p mcsd --bench allocation`. `MCSD_BENCH_SECONDS`
 //! sets the length of each socket run (default 5); `MCSD_BENCH_STATE=DIR`
-//! keeps the full store in DIR and reuses it on the next run.
+//! keeps the full store in DIR and reuses it on the next run;
+//! `MCSD_BENCH_CLIENTS=16,64` picks the client counts of part 1 and
+//! `MCSD_BENCH_SOCKET_ONLY=1` stops after it (for profiling the commit path).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -59,7 +61,7 @@ fn main() {
         "{:>8} {:>12} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
         "clients", "allocs/s", "p50 ms", "p99 ms", "allocs", "no-op/s", "p50 ms", "p99 ms", "ratio"
     );
-    for clients in [1usize, 16, 64] {
+    for clients in client_counts() {
         let length = Duration::from_secs(seconds);
         let row = runtime.block_on(socket_run(clients, length, Call::Allocate));
         let floor = runtime.block_on(socket_run(clients, length, Call::Noop));
@@ -75,6 +77,10 @@ fn main() {
             floor.p99.as_secs_f64() * 1e3,
             row.per_second / floor.per_second
         );
+    }
+
+    if std::env::var_os("MCSD_BENCH_SOCKET_ONLY").is_some() {
+        return;
     }
 
     println!();
@@ -141,6 +147,23 @@ fn main() {
         best.rss_mb,
         best.peak_mb
     );
+}
+
+/// The client counts of the socket runs: `MCSD_BENCH_CLIENTS` (e.g. `64` or
+/// `16,64`), else 1, 16 and 64.
+fn client_counts() -> Vec<usize> {
+    std::env::var("MCSD_BENCH_CLIENTS")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("MCSD_BENCH_CLIENTS: comma-separated counts")
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![1, 16, 64])
 }
 
 fn cores() -> usize {

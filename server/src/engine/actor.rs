@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard};
+use tokio::task::JoinHandle;
 
 use self::shared::ReadCache;
+use super::gate::Gate;
 use super::view::{self, View};
 use super::{
     AllocateRequest, Allocated, Command, EngineConfig, Released, Reply, Reserved, Unreserved,
@@ -27,9 +29,69 @@ use crate::store::{
 };
 
 mod shared;
+#[cfg(test)]
+mod tests;
 
 /// Requests planned together at most; bounds a batch's latency.
 const MAX_BATCH: usize = 1024;
+
+/// Batches committing at once at most. While one batch syncs the next is
+/// planned and written, so a cycle costs the longer of planning and syncing
+/// instead of both; a third would only split the queue into smaller syncs.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A command waiting for a later batch.
+struct Deferred {
+    /// Plan it once this many commits have ended (or nothing is in flight):
+    /// it touched something a batch in flight touches.
+    after: u64,
+    cmd: Command,
+}
+
+impl Deferred {
+    /// A command that may go into the next batch.
+    fn now(cmd: Command) -> Self {
+        Self { after: 0, cmd }
+    }
+}
+
+/// A planned batch whose commit has started (or that has nothing to
+/// commit): its replies wait for the commit, in batch order.
+struct InFlight {
+    /// The store's commit; `None` when the batch changes nothing.
+    commit: Option<JoinHandle<Vec<Result<(), StoreError>>>>,
+    /// Transactions committed (one result each).
+    count: usize,
+    changes: Vec<Change>,
+    /// What the batch's changes touch: later batches leave it alone until
+    /// this one is durable or has failed.
+    touched: HashSet<Entity>,
+    answers: Vec<Box<dyn FnOnce() + Send>>,
+    reads: Vec<Command>,
+}
+
+impl InFlight {
+    fn is_done(&self) -> bool {
+        self.commit.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// The commit's results, one per change. A commit task that died (it
+    /// panicked) fails every change; the engine then reloads from the store.
+    async fn wait(&mut self) -> Vec<Result<(), StoreError>> {
+        let Some(commit) = self.commit.as_mut() else {
+            return Vec::new();
+        };
+        let results = commit.await.unwrap_or_else(|e| {
+            let error = StoreError::Unreachable {
+                store: "the store's commit task".into(),
+                detail: e.to_string(),
+            };
+            vec![Err(error); self.count]
+        });
+        self.commit = None;
+        results
+    }
+}
 
 /// What a request touches; two requests touching the same thing never share
 /// a batch.
@@ -220,11 +282,20 @@ fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, AllocError>) -> 
 pub(super) struct Actor {
     rx: mpsc::Receiver<Command>,
     store: Arc<dyn Store>,
-    gate: Arc<RwLock<()>>,
+    gate: Arc<Gate>,
     view: View,
     config: EngineConfig,
     rng: StdRng,
-    deferred: VecDeque<Command>,
+    deferred: VecDeque<Deferred>,
+    /// Batches committing, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Commits ended so far (see [`Deferred::after`]).
+    completed: u64,
+    /// The gate's write side, held while any batch is in flight.
+    run: Option<OwnedRwLockWriteGuard<()>>,
+    /// A commit failed: once the batches in flight have ended, reopen the
+    /// store and reload the view (see `recover`).
+    failed_commit: Option<StoreError>,
     /// What other instances change in a shared store; `None` otherwise.
     feed: Option<Box<dyn ChangeFeed>>,
     /// The view fell out of step with a shared store: why, and when to try
@@ -246,7 +317,7 @@ impl Actor {
     pub(super) fn new(
         rx: mpsc::Receiver<Command>,
         store: Arc<dyn Store>,
-        gate: Arc<RwLock<()>>,
+        gate: Arc<Gate>,
         view: View,
         config: EngineConfig,
     ) -> Self {
@@ -259,6 +330,10 @@ impl Actor {
             // A CSPRNG seeded by the OS: labels must not be predictable.
             rng: StdRng::from_os_rng(),
             deferred: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            completed: 0,
+            run: None,
+            failed_commit: None,
             feed: None,
             resync: None,
             reads: ReadCache::default(),
@@ -270,18 +345,54 @@ impl Actor {
 
     pub(super) async fn run(mut self) {
         let mut stopping: Option<oneshot::Sender<()>> = None;
+        // The channel ended: every Engine handle is gone.
+        let mut closed = false;
         loop {
-            let first = match self.deferred.pop_front() {
+            self.reap().await;
+            if self.in_flight.is_empty() {
+                if let Some(error) = self.failed_commit.take() {
+                    self.recover(error).await;
+                }
+            } else if !self.may_overlap() {
+                self.finish_oldest().await;
+                continue;
+            }
+            let first = match self.take_deferred() {
                 Some(cmd) => cmd,
-                None if stopping.is_some() => break,
-                None => match self.next_command().await {
+                None if stopping.is_some() || closed => {
+                    if self.in_flight.is_empty() && self.deferred.is_empty() {
+                        break;
+                    }
+                    self.finish_oldest().await;
+                    continue;
+                }
+                None if self.in_flight.is_empty() => match self.next_command().await {
                     Some(cmd) => cmd,
-                    None => break,
+                    None => {
+                        closed = true;
+                        continue;
+                    }
+                },
+                // A batch is syncing: plan the next one as soon as a request
+                // comes, unless the sync ends first.
+                None => match self.next_or_finished().await {
+                    Some(Some(cmd)) => cmd,
+                    Some(None) => {
+                        closed = true;
+                        continue;
+                    }
+                    None => continue,
                 },
             };
+            if !self.in_flight.is_empty() && !self.may_overlap() {
+                // A reader came while this request was awaited: let the
+                // commits in flight end first.
+                self.deferred.push_front(Deferred::now(first));
+                continue;
+            }
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
-                match self.deferred.pop_front() {
+                match self.take_deferred() {
                     Some(cmd) => batch.push(cmd),
                     None => match self.rx.try_recv() {
                         Ok(cmd) => batch.push(cmd),
@@ -289,11 +400,11 @@ impl Actor {
                     },
                 }
             }
-            if let Some(done) = self.process(batch).await {
+            if let Some(done) = self.start(batch).await {
                 // Take nothing new; finish what is queued and deferred.
                 self.rx.close();
                 while let Ok(cmd) = self.rx.try_recv() {
-                    self.deferred.push_back(cmd);
+                    self.deferred.push_back(Deferred::now(cmd));
                 }
                 stopping = Some(done);
             }
@@ -303,18 +414,132 @@ impl Actor {
         }
     }
 
-    /// Plans, commits and answers one batch. Returns the shutdown reply if
-    /// the batch asked to stop.
-    async fn process(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
-        if let Some(error) = self.broken.take() {
-            self.recover(error).await;
+    /// Whether another batch may start committing beside those in flight:
+    /// only with a store no other instance writes (with a shared one the
+    /// feed and the conflict handling assume one commit at a time), while
+    /// nothing failed, and while no reader waits for the gate.
+    fn may_overlap(&self) -> bool {
+        self.in_flight.len() < MAX_IN_FLIGHT
+            && self.feed.is_none()
+            && self.failed_commit.is_none()
+            && self.broken.is_none()
+            && !self.gate.readers_waiting()
+    }
+
+    /// The next deferred command that may be planned now: all of them when
+    /// nothing is in flight, else those deferred before the latest commit
+    /// ended (the others would only be deferred again).
+    fn take_deferred(&mut self) -> Option<Command> {
+        let ready = self
+            .deferred
+            .front()
+            .is_some_and(|d| self.in_flight.is_empty() || d.after <= self.completed);
+        ready
+            .then(|| self.deferred.pop_front().map(|d| d.cmd))
+            .flatten()
+    }
+
+    /// Defers a command until the next commit ends.
+    fn defer(&mut self, cmd: Command) {
+        self.deferred.push_back(Deferred {
+            after: self.completed + 1,
+            cmd,
+        });
+    }
+
+    /// Waits for the next request (`Some`; `Some(None)` when the channel
+    /// ended) or, if it ends first, finishes the oldest batch in flight
+    /// (`None`).
+    async fn next_or_finished(&mut self) -> Option<Option<Command>> {
+        let oldest = self.in_flight.front_mut().expect("a batch is in flight");
+        let results = tokio::select! {
+            biased;
+            results = oldest.wait() => results,
+            cmd = self.rx.recv() => return Some(cmd),
+        };
+        self.finished(results).await;
+        None
+    }
+
+    /// Finishes every batch at the front whose commit has ended.
+    async fn reap(&mut self) {
+        while self.in_flight.front().is_some_and(InFlight::is_done) {
+            self.finish_oldest().await;
         }
-        self.catch_up();
-        self.resync_if_due().await;
+    }
+
+    /// Waits for the oldest batch in flight and finishes it.
+    async fn finish_oldest(&mut self) {
+        if let Some(oldest) = self.in_flight.front_mut() {
+            let results = oldest.wait().await;
+            self.finished(results).await;
+        }
+    }
+
+    /// Applies the oldest batch's commit results and sends its replies.
+    async fn finished(&mut self, results: Vec<Result<(), StoreError>>) {
+        let batch = self
+            .in_flight
+            .pop_front()
+            .expect("results belong to the oldest batch");
+        self.completed += 1;
+        if self.in_flight.is_empty() {
+            // The run of commits ends: readers may look at the store again.
+            self.run = None;
+        }
+        for (change, result) in batch.changes.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    if let Some(reason) = change.out_of_step(&self.view) {
+                        self.out_of_step(reason);
+                    }
+                    change.committed(&mut self.view)
+                }
+                Err(StoreError::Conflict(why)) => self.conflicted(change, why).await,
+                Err(e) => {
+                    // Recovered once nothing is in flight any more (see run).
+                    self.failed_commit.get_or_insert_with(|| e.clone());
+                    change.failed(&mut self.view, AllocError::Store(e));
+                }
+            }
+        }
+        for send in batch.answers {
+            send();
+        }
+        for read in batch.reads {
+            match read {
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.view.stats());
+                }
+                Command::Reservations(reply) => {
+                    let _ = reply.send(self.view.reservations.values().cloned().collect());
+                }
+                _ => unreachable!("only reads are queued here"),
+            }
+        }
+    }
+
+    /// Plans one batch and starts its commit. Returns the shutdown reply if
+    /// the batch asked to stop.
+    async fn start(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        if self.in_flight.is_empty() {
+            if let Some(error) = self.broken.take() {
+                self.recover(error).await;
+            }
+            self.catch_up();
+            self.resync_if_due().await;
+        }
         self.prefetch(&batch).await;
         self.batch_claims = 0;
         self.batch_waited = false;
-        let mut touched: HashSet<Entity> = HashSet::new();
+        // What the batches in flight touch is off limits too: their records
+        // are written but not durable, and may still fail.
+        let mut touched: HashSet<Entity> = self
+            .in_flight
+            .iter()
+            .flat_map(|b| b.touched.iter().cloned())
+            .collect();
+        let mut mine: HashSet<Entity> = HashSet::new();
         let mut txns = Vec::new();
         let mut changes = Vec::new();
         let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
@@ -380,13 +605,14 @@ impl Actor {
                 Command::Panic => panic!("the engine actor panics, as a test asked"),
             };
             match step {
-                Step::Defer(cmd) if attempt > 0 => self
-                    .deferred
-                    .push_back(Command::Retry(Box::new(cmd), attempt)),
-                Step::Defer(cmd) => self.deferred.push_back(cmd),
+                Step::Defer(cmd) if attempt > 0 => {
+                    self.defer(Command::Retry(Box::new(cmd), attempt))
+                }
+                Step::Defer(cmd) => self.defer(cmd),
                 Step::Answer(send) => answers.push(send),
                 Step::Change(txn, entities, change) => {
-                    touched.extend(entities);
+                    touched.extend(entities.iter().cloned());
+                    mine.extend(entities);
                     txns.push(txn);
                     changes.push(change);
                 }
@@ -394,46 +620,23 @@ impl Actor {
         }
 
         self.reads = ReadCache::default();
-        if !txns.is_empty() {
-            let results = {
-                let _write = self.gate.write().await;
-                self.store.commit(txns).await
-            };
-            let mut broken = None;
-            for (change, result) in changes.into_iter().zip(results) {
-                match result {
-                    Ok(()) => {
-                        if let Some(reason) = change.out_of_step(&self.view) {
-                            self.out_of_step(reason);
-                        }
-                        change.committed(&mut self.view)
-                    }
-                    Err(StoreError::Conflict(why)) => self.conflicted(change, why).await,
-                    Err(e) => {
-                        broken = Some(e.clone());
-                        change.failed(&mut self.view, AllocError::Store(e));
-                    }
-                }
+        let commit = if txns.is_empty() {
+            None
+        } else {
+            if self.run.is_none() {
+                self.run = Some(self.gate.write_owned().await);
             }
-            if let Some(error) = broken {
-                self.recover(error).await;
-            }
-        }
-
-        for send in answers {
-            send();
-        }
-        for read in reads {
-            match read {
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.view.stats());
-                }
-                Command::Reservations(reply) => {
-                    let _ = reply.send(self.view.reservations.values().cloned().collect());
-                }
-                _ => unreachable!("only reads are queued here"),
-            }
-        }
+            let store = self.store.clone();
+            Some(tokio::spawn(async move { store.commit(txns).await }))
+        };
+        self.in_flight.push_back(InFlight {
+            commit,
+            count: changes.len(),
+            changes,
+            touched: mine,
+            answers,
+            reads,
+        });
         shutdown
     }
 

@@ -19,7 +19,11 @@
 //!   reservation never share a batch: the later one waits for the next
 //!   batch. Each transaction is then independent and can fail on its own.
 //! - Readers (Get, List) go to the store directly but never during a commit
-//!   (a read/write gate), so they only see durable state.
+//!   (a read/write gate, see `gate`), so they only see durable state.
+//! - With a store only this process writes (sled), the next batch is planned
+//!   and written while the previous one syncs (at most two in flight). It
+//!   never touches what a batch in flight touches, so each still commits or
+//!   fails on its own, and replies go out in batch order.
 //! - With a store shared by several instances (etcd), a commit can lose a
 //!   race to another instance ([`StoreError::Conflict`]): the request is
 //!   planned again (a fresh pick) a bounded number of times. Between batches
@@ -28,13 +32,14 @@
 
 mod actor;
 mod follow;
+mod gate;
 mod view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot, watch, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use view::{LoadError, Stats};
@@ -177,7 +182,7 @@ pub struct Engine {
 struct Inner {
     tx: mpsc::Sender<Command>,
     store: Arc<dyn Store>,
-    gate: Arc<RwLock<()>>,
+    gate: Arc<gate::Gate>,
     config: EngineConfig,
     /// The task that waits for the actor and reports its end.
     actor: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -207,7 +212,7 @@ impl Engine {
             "state loaded"
         );
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let gate = Arc::new(RwLock::new(()));
+        let gate = Arc::new(gate::Gate::default());
         let actor = actor::Actor::new(rx, store.clone(), gate.clone(), view, config.clone())
             .following(store.changes());
         let actor = tokio::spawn(actor.run());

@@ -335,7 +335,7 @@ impl Actor {
         if attempt < MAX_ATTEMPTS {
             tracing::debug!(attempt, %why, "lost a race in the shared store; planning again");
             self.deferred
-                .push_front(Command::Retry(Box::new(cmd), attempt));
+                .push_front(super::Deferred::now(Command::Retry(Box::new(cmd), attempt)));
             return;
         }
         let error = AllocError::Store(StoreError::Conflict(format!(
