@@ -26,9 +26,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{build, time};
 use mcsd::relabel::{Counters, Fixed, RelabelConfig, Relabeler};
+
+mod common;
 
 const LABELS: [&str; 4] = [
     "system_u:object_r:container_file_t:s0:c1,c2",
@@ -235,15 +238,6 @@ fn unlabel(path: &Path) {
     }
 }
 
-/// Times one pass, after writing back what earlier passes dirtied (so no
-/// pass pays for another's writeback).
-fn time(f: impl FnOnce()) -> Duration {
-    rustix::fs::sync();
-    let started = Instant::now();
-    f();
-    started.elapsed()
-}
-
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -264,40 +258,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-/// Builds about `size` entries: 3 levels of directories, leaves of 100
-/// entries of which 2 are symlinks. Returns the exact count, root included.
-fn build(root: &Path, size: usize) -> usize {
-    let leaves = size.div_ceil(100).max(1);
-    let fan = (leaves as f64).cbrt().ceil() as usize;
-    let mut count = 1;
-    std::fs::create_dir_all(root).unwrap();
-    let mut made = 0;
-    'outer: for a in 0..fan {
-        for b in 0..fan {
-            for c in 0..fan {
-                if made == leaves {
-                    break 'outer;
-                }
-                let dir = root.join(format!("a{a}/b{b}/c{c}"));
-                let new_dirs = [root.join(format!("a{a}")), root.join(format!("a{a}/b{b}"))]
-                    .iter()
-                    .filter(|d| !d.exists())
-                    .count();
-                std::fs::create_dir_all(&dir).unwrap();
-                count += new_dirs + 1;
-                for f in 0..98 {
-                    std::fs::File::create(dir.join(format!("f{f}"))).unwrap();
-                }
-                std::os::unix::fs::symlink("/etc/passwd", dir.join("l0")).unwrap();
-                std::os::unix::fs::symlink("../..", dir.join("l1")).unwrap();
-                count += 100;
-                made += 1;
-            }
-        }
-    }
-    count
 }
 
 /// The floor: two threads, read_dir and lsetxattr by path, no reads.
