@@ -17,6 +17,11 @@
 //! rewrites every label); `new`, without labels (what a fresh volume is
 //! where SELinux is disabled).
 //!
+//! Each row has a second line with the CPU time (user + system, all
+//! threads and waited-for children) each took and mcsd's ratios in CPU:
+//! a busy machine disturbs them less than wall time, and they do not
+//! favour whichever tool runs more threads than another.
+//!
 //! Targets on the 2-core machine: `other` ≥ 2.2× chcon, ≥ 1.5× go-selinux
 //! and ≥ 0.95× the bare loop; `same` ≥ 2.5× chcon (its chcon figure is the
 //! `other` run) and ≥ 3× go-selinux. Needs root (security.* xattrs,
@@ -28,7 +33,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{build, time};
+use common::{build, cpu_now, timed, Timed};
 use mcsd::relabel::{Counters, Fixed, RelabelConfig, Relabeler};
 
 mod common;
@@ -86,6 +91,7 @@ fn main() {
             // podman runs it in its own process), after the same sync.
             let go = |label: &str| {
                 rustix::fs::sync();
+                let before = cpu_now();
                 let out = Command::new(&goselinux)
                     .args(["Z", label])
                     .arg(&root)
@@ -97,18 +103,23 @@ fn main() {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 let nanos = String::from_utf8_lossy(&out.stdout);
-                Duration::from_nanos(nanos.trim().parse().expect("the peer prints nanoseconds"))
+                Timed {
+                    wall: Duration::from_nanos(
+                        nanos.trim().parse().expect("the peer prints nanoseconds"),
+                    ),
+                    cpu: cpu_now() - before,
+                }
             };
             // A new tree has no labels where SELinux is disabled: measure
             // that first, for each (labels removed in between, unmeasured).
-            let bare_new = time(|| bare_loop(&root, LABELS[3]));
+            let bare_new = timed(|| bare_loop(&root, LABELS[3]));
             unlabel(&root);
             let go_new = go(LABELS[3]);
             unlabel(&root);
-            let new = time(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
+            let new = timed(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
             // Then a tree labeled otherwise: what every volume is under
             // SELinux. Each pass leaves a label the next one changes.
-            let chcon = time(|| {
+            let chcon = timed(|| {
                 let ok = Command::new("chcon")
                     .args(["-R", "-h", LABELS[0]])
                     .arg(&root)
@@ -117,17 +128,18 @@ fn main() {
                     .success();
                 assert!(ok, "chcon failed");
             });
-            let bare = time(|| bare_loop(&root, LABELS[1]));
+            let bare = timed(|| bare_loop(&root, LABELS[1]));
             let go_other = go(LABELS[2]);
-            let other = time(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
+            let other = timed(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
             // Then the same label again.
-            let same = time(|| assert_eq!(mcsd(&root, LABELS[3]).unchanged, entries as u64));
+            let same = timed(|| assert_eq!(mcsd(&root, LABELS[3]).unchanged, entries as u64));
             let go_same = go(LABELS[3]);
             check_labeled(&root, LABELS[3]);
-            let rate = |d: Duration| format!("{:.0}", entries as f64 / d.as_secs_f64());
+            let rate = |t: Timed| format!("{:.0}", entries as f64 / t.wall.as_secs_f64());
             let ratio = |peer: Duration, ours: Duration| {
                 format!("{:.2}x", peer.as_secs_f64() / ours.as_secs_f64())
             };
+            let secs = |t: Timed| format!("{:.2}s", t.cpu.as_secs_f64());
             let rows = [
                 ("other", Some(chcon), go_other, Some(bare), other),
                 ("same", None, go_same, None, same),
@@ -144,10 +156,23 @@ fn main() {
                     rate(go_t),
                     bare_t.map_or_else(dash, rate),
                     rate(ours),
-                    ratio(go_t, ours),
+                    ratio(go_t.wall, ours.wall),
                     // `same` is compared with chcon's run on `other`.
-                    ratio(chcon, ours),
-                    bare_t.map_or_else(dash, |b| ratio(b, ours)),
+                    ratio(chcon.wall, ours.wall),
+                    bare_t.map_or_else(dash, |b| ratio(b.wall, ours.wall)),
+                );
+                println!(
+                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                    "",
+                    "",
+                    "  cpu",
+                    chcon_t.map_or_else(dash, secs),
+                    secs(go_t),
+                    bare_t.map_or_else(dash, secs),
+                    secs(ours),
+                    ratio(go_t.cpu, ours.cpu),
+                    ratio(chcon.cpu, ours.cpu),
+                    bare_t.map_or_else(dash, |b| ratio(b.cpu, ours.cpu)),
                 );
             }
         }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{build, time};
+use common::{build, timed};
 use mcsd::relabel::{Counters, Fixed, FromPolicy, LabelFor, RelabelConfig, Relabeler};
 
 mod common;
@@ -143,39 +143,6 @@ fn main() {
                 ratio(sf_t.cpu, ours.cpu),
             );
         }
-    }
-}
-
-/// Wall and CPU time of one pass.
-struct Timed {
-    wall: Duration,
-    /// User + system time of this process and of the children it waited
-    /// for meanwhile.
-    cpu: Duration,
-}
-
-/// Times one pass after a `sync`, as the relabel bench does, and its CPU.
-fn timed(f: impl FnOnce()) -> Timed {
-    let cpu = || {
-        let mut total = Duration::ZERO;
-        for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
-            // SAFETY: getrusage fills the struct it is given.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
-            for t in [usage.ru_utime, usage.ru_stime] {
-                total += Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-            }
-        }
-        total
-    };
-    let mut before = Duration::ZERO;
-    let wall = time(|| {
-        before = cpu();
-        f()
-    });
-    Timed {
-        wall,
-        cpu: cpu() - before,
     }
 }
 

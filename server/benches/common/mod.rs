@@ -12,6 +12,43 @@ pub fn time(f: impl FnOnce()) -> Duration {
     started.elapsed()
 }
 
+/// Wall and CPU time of one pass.
+#[derive(Clone, Copy)]
+pub struct Timed {
+    pub wall: Duration,
+    /// User + system time of this process (all threads) and of the
+    /// children it waited for meanwhile: what a busy machine disturbs
+    /// less than wall time.
+    pub cpu: Duration,
+}
+
+/// [`time`], and the CPU the pass took.
+pub fn timed(f: impl FnOnce()) -> Timed {
+    let mut before = Duration::ZERO;
+    let wall = time(|| {
+        before = cpu_now();
+        f()
+    });
+    Timed {
+        wall,
+        cpu: cpu_now() - before,
+    }
+}
+
+/// User + system time so far of this process and its waited-for children.
+pub fn cpu_now() -> Duration {
+    let mut total = Duration::ZERO;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage only fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
+        for t in [usage.ru_utime, usage.ru_stime] {
+            total += Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        }
+    }
+    total
+}
+
 /// Builds about `size` entries: 3 levels of directories, leaves of 100
 /// entries of which 2 are symlinks. Returns the exact count, root included.
 pub fn build(root: &Path, size: usize) -> usize {
