@@ -87,8 +87,9 @@ fn main() {
                 base.path().join("tree")
             };
             let entries = build(&root, size);
-            // The peer's own timing of its walk (without its process start;
-            // podman runs it in its own process), after the same sync.
+            // Wall time is the peer's own timing of its walk, without its
+            // process start (podman walks inside its running process); CPU
+            // is its whole process's (the Go runtime's start adds a few ms).
             let go = |label: &str| {
                 rustix::fs::sync();
                 let before = cpu_now();
