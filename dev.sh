@@ -4,6 +4,10 @@
 #   ./dev.sh run    build and start mcsd in dev mode (state and socket under ./.mcsd-dev, no root)
 #   ./dev.sh test   build and run every test (unit, doc, integration, property), then print the summary
 #   ./dev.sh deps   only install what the build and the tests need
+#   ./dev.sh bench-deps
+#                   install, besides, what the relabel and restore benches compare mcsd with
+#                   (go-selinux and its Go toolchain, setfiles and a policy's file contexts);
+#                   kept out of `deps` so the test path (and CI) does not pull in a Go toolchain
 #
 # Both `run` and `test` install missing system packages first (apt-get or dnf, with sudo when not
 # root), a Rust toolchain through rustup when cargo is missing, cargo-nextest when absent, and
@@ -27,16 +31,25 @@ FEDORA_PACKAGES=(gcc make pkgconf-pkg-config libselinux-devel clang-devel protob
 PYENV=target/pyenv
 PY_REQUIREMENTS=tests/python/requirements.txt
 
+# What the benches compare mcsd with (`cargo bench -p mcsd --bench relabel` / `--bench restore`):
+# go-selinux (podman's relabel) and the Go toolchain that builds the peer in GOPATH mode, offline,
+# from /usr/share/gocode; setfiles (policycoreutils) and a policy's file_contexts. Installing a
+# policy does not enable SELinux. The Fedora names are the same packages' there.
+BENCH_DEBIAN_PACKAGES=(golang-go golang-github-opencontainers-selinux-dev policycoreutils selinux-policy-default)
+BENCH_FEDORA_PACKAGES=(golang golang-github-opencontainers-selinux-devel policycoreutils selinux-policy-targeted)
+
 log() { printf 'dev.sh: %s\n' "$*" >&2; }
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# install_system_packages [DEBIAN_LIST FEDORA_LIST]: the named arrays (the build's and tests' by default).
 install_system_packages() {
+    local -n debian_packages=${1:-DEBIAN_PACKAGES} fedora_packages=${2:-FEDORA_PACKAGES}
     if command -v apt-get >/dev/null 2>&1; then
         local missing=()
-        for p in "${DEBIAN_PACKAGES[@]}"; do
+        for p in "${debian_packages[@]}"; do
             dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
         done
         if [ ${#missing[@]} -gt 0 ]; then
@@ -46,7 +59,7 @@ install_system_packages() {
         fi
     elif command -v dnf >/dev/null 2>&1; then
         local missing=()
-        for p in "${FEDORA_PACKAGES[@]}"; do
+        for p in "${fedora_packages[@]}"; do
             rpm -q "$p" >/dev/null 2>&1 || missing+=("$p")
         done
         if [ ${#missing[@]} -gt 0 ]; then
@@ -54,7 +67,7 @@ install_system_packages() {
             as_root dnf install -y -q "${missing[@]}"
         fi
     else
-        log "neither apt-get nor dnf found; install by hand: ${DEBIAN_PACKAGES[*]}"
+        log "neither apt-get nor dnf found; install by hand: ${debian_packages[*]}"
     fi
 }
 
@@ -112,8 +125,12 @@ case "${1:-}" in
     deps)
         deps
         ;;
+    bench-deps)
+        deps
+        install_system_packages BENCH_DEBIAN_PACKAGES BENCH_FEDORA_PACKAGES
+        ;;
     *)
-        echo "usage: $0 run|test|deps" >&2
+        echo "usage: $0 run|test|deps|bench-deps" >&2
         exit 2
         ;;
 esac

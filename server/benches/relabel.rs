@@ -2,24 +2,41 @@
 //! (directories of ~100 entries, 3 levels, 2 % symlinks) on ext4 (the
 //! temp dir) and tmpfs (mounted here), for, in one run:
 //! - `chcon -R -h LABEL DIR` (coreutils): what tools do today;
+//! - go-selinux's recursive relabel, as podman, CRI-O and docker do it for
+//!   a volume mounted with `:Z` (`label.Relabel` → `selinux.Chcon` → a
+//!   parallel `pwalkdir` walk writing every label): the peer in
+//!   `benches/peers/goselinux`, built here at run time with Debian's
+//!   `golang-go` and `golang-github-opencontainers-selinux-dev` (`./dev.sh
+//!   bench-deps`); its main.go says which part of podman's path it skips;
 //! - a bare 2-thread read_dir + lsetxattr loop: the floor, writing blindly;
-//! - mcsd's relabeler on a tree that needs every label (fresh: labeled
-//!   otherwise, as every volume is under SELinux);
-//! - mcsd's relabeler on a tree that is already labeled (read-only);
-//! - the bare loop and mcsd on a new tree without labels (what a fresh
-//!   volume is where SELinux is disabled).
+//! - mcsd's relabeler;
 //!
-//! Targets on the 2-core machine: fresh ≥ 2.2× chcon and ≥ 0.95× the bare
-//! loop; already labeled ≥ 2.5× chcon. Needs root (security.* xattrs,
+//! each on three trees: `other`, labeled otherwise (as every volume is
+//! under SELinux); `same`, already labeled with the label asked (a
+//! container started again on its volume: mcsd only reads, go-selinux
+//! rewrites every label); `new`, without labels (what a fresh volume is
+//! where SELinux is disabled).
+//!
+//! Each row has a second line with the CPU time (user + system, all
+//! threads and waited-for children) each took and mcsd's ratios in CPU:
+//! a busy machine disturbs them less than wall time, and they do not
+//! favour whichever tool runs more threads than another.
+//!
+//! Targets on the 2-core machine: `other` ≥ 2.2× chcon, ≥ 1.5× go-selinux
+//! and ≥ 0.95× the bare loop; `same` ≥ 2.5× chcon (its chcon figure is the
+//! `other` run) and ≥ 3× go-selinux. Needs root (security.* xattrs,
 //! mounting tmpfs). `MCSD_RELABEL_BENCH_SIZES=100000` picks the sizes.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{build, cpu_now, timed, Timed};
 use mcsd::relabel::{Counters, Fixed, RelabelConfig, Relabeler};
+
+mod common;
 
 const LABELS: [&str; 4] = [
     "system_u:object_r:container_file_t:s0:c1,c2",
@@ -38,30 +55,27 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100_000, 1_000_000]);
+    let goselinux = build_goselinux();
     println!(
-        "mcsd relabel benchmark ({} cores); files/s, higher is better",
+        "mcsd relabel benchmark ({} cores); files/s, higher is better; ratios are mcsd's speed over the peer's",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("targets: fresh >= 2.2x chcon and >= 0.95x bare loop; already labeled >= 2.5x chcon");
+    println!(
+        "targets: other >= 2.2x chcon, >= 1.5x go-selinux, >= 0.95x bare; same >= 2.5x chcon, >= 3x go-selinux"
+    );
     println!();
     println!(
-        "{:<6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
         "fs",
         "entries",
+        "tree",
         "chcon",
+        "go-selinux",
         "bare",
         "mcsd",
-        "mcsd",
-        "bare",
-        "mcsd",
-        "fresh/ch",
-        "fresh/bare",
-        "new/bare",
-        "again/ch"
-    );
-    println!(
-        "{:<6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "", "", "", "", "fresh", "again", "(new)", "(new)"
+        "mcsd/go",
+        "mcsd/ch",
+        "mcsd/bare"
     );
     for &size in &sizes {
         for fs in ["ext4", "tmpfs"] {
@@ -73,15 +87,40 @@ fn main() {
                 base.path().join("tree")
             };
             let entries = build(&root, size);
-            let rate = |d: Duration| entries as f64 / d.as_secs_f64();
+            // Wall time is the peer's own timing of its walk, without its
+            // process start (podman walks inside its running process); CPU
+            // is its whole process's (the Go runtime's start adds a few ms).
+            let go = |label: &str| {
+                rustix::fs::sync();
+                let before = cpu_now();
+                let out = Command::new(&goselinux)
+                    .args(["Z", label])
+                    .arg(&root)
+                    .output()
+                    .expect("run the go-selinux peer");
+                assert!(
+                    out.status.success(),
+                    "the go-selinux peer failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let nanos = String::from_utf8_lossy(&out.stdout);
+                Timed {
+                    wall: Duration::from_nanos(
+                        nanos.trim().parse().expect("the peer prints nanoseconds"),
+                    ),
+                    cpu: cpu_now() - before,
+                }
+            };
             // A new tree has no labels where SELinux is disabled: measure
-            // that first, for the floor and for mcsd (labels removed in
-            // between, unmeasured).
-            let bare_new = time(|| bare_loop(&root, LABELS[3]));
+            // that first, for each (labels removed in between, unmeasured).
+            let bare_new = timed(|| bare_loop(&root, LABELS[3]));
             unlabel(&root);
-            let new = time(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
-            // Then a tree labeled otherwise: what every volume is under SELinux.
-            let chcon = time(|| {
+            let go_new = go(LABELS[3]);
+            unlabel(&root);
+            let new = timed(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
+            // Then a tree labeled otherwise: what every volume is under
+            // SELinux. Each pass leaves a label the next one changes.
+            let chcon = timed(|| {
                 let ok = Command::new("chcon")
                     .args(["-R", "-h", LABELS[0]])
                     .arg(&root)
@@ -90,24 +129,119 @@ fn main() {
                     .success();
                 assert!(ok, "chcon failed");
             });
-            let bare = time(|| bare_loop(&root, LABELS[1]));
-            let fresh = time(|| assert_eq!(mcsd(&root, LABELS[2]).changed, entries as u64));
-            let again = time(|| assert_eq!(mcsd(&root, LABELS[2]).unchanged, entries as u64));
-            println!(
-                "{:<6} {:>9} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
-                fs,
-                entries,
-                rate(chcon),
-                rate(bare),
-                rate(fresh),
-                rate(again),
-                rate(bare_new),
-                rate(new),
-                chcon.as_secs_f64() / fresh.as_secs_f64(),
-                bare.as_secs_f64() / fresh.as_secs_f64(),
-                bare_new.as_secs_f64() / new.as_secs_f64(),
-                chcon.as_secs_f64() / again.as_secs_f64(),
-            );
+            let bare = timed(|| bare_loop(&root, LABELS[1]));
+            let go_other = go(LABELS[2]);
+            let other = timed(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
+            // Then the same label again.
+            let same = timed(|| assert_eq!(mcsd(&root, LABELS[3]).unchanged, entries as u64));
+            let go_same = go(LABELS[3]);
+            check_labeled(&root, LABELS[3]);
+            let rate = |t: Timed| format!("{:.0}", entries as f64 / t.wall.as_secs_f64());
+            let ratio = |peer: Duration, ours: Duration| {
+                format!("{:.2}x", peer.as_secs_f64() / ours.as_secs_f64())
+            };
+            let secs = |t: Timed| format!("{:.2}s", t.cpu.as_secs_f64());
+            let rows = [
+                ("other", Some(chcon), go_other, Some(bare), other),
+                ("same", None, go_same, None, same),
+                ("new", None, go_new, Some(bare_new), new),
+            ];
+            for (tree, chcon_t, go_t, bare_t, ours) in rows {
+                let dash = || "-".to_string();
+                println!(
+                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                    fs,
+                    entries,
+                    tree,
+                    chcon_t.map_or_else(dash, rate),
+                    rate(go_t),
+                    bare_t.map_or_else(dash, rate),
+                    rate(ours),
+                    ratio(go_t.wall, ours.wall),
+                    // `same` is compared with chcon's run on `other`.
+                    ratio(chcon.wall, ours.wall),
+                    bare_t.map_or_else(dash, |b| ratio(b.wall, ours.wall)),
+                );
+                println!(
+                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                    "",
+                    "",
+                    "  cpu",
+                    chcon_t.map_or_else(dash, secs),
+                    secs(go_t),
+                    bare_t.map_or_else(dash, secs),
+                    secs(ours),
+                    ratio(go_t.cpu, ours.cpu),
+                    ratio(chcon.cpu, ours.cpu),
+                    bare_t.map_or_else(dash, |b| ratio(b.cpu, ours.cpu)),
+                );
+            }
+        }
+    }
+}
+
+/// Builds the go-selinux peer into the target directory, offline, from
+/// Debian's packages (GOPATH mode). Fails, naming the packages, when the Go
+/// toolchain or go-selinux's source is missing: the comparison is the
+/// point of this bench, so it does not skip it.
+fn build_goselinux() -> PathBuf {
+    const GOPATH: &str = "/usr/share/gocode";
+    const PACKAGES: &str = "golang-go golang-github-opencontainers-selinux-dev";
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/goselinux");
+    let missing = |what: &str| -> ! {
+        panic!(
+            "the relabel bench compares mcsd with go-selinux and needs {what}: \
+             install Debian's {PACKAGES} (`./dev.sh bench-deps`)"
+        )
+    };
+    if !Path::new(GOPATH)
+        .join("src/github.com/opencontainers/selinux/go-selinux")
+        .is_dir()
+    {
+        missing(&format!("go-selinux's source in {GOPATH}"));
+    }
+    // target/<profile>/deps/relabel-HASH → target/<profile>/peers.
+    let exe = std::env::current_exe().expect("current_exe");
+    let out_dir = exe
+        .ancestors()
+        .nth(2)
+        .expect("the bench runs from target/<profile>/deps")
+        .join("peers");
+    std::fs::create_dir_all(&out_dir).expect("create target/<profile>/peers");
+    let binary = out_dir.join("goselinux");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&source)
+        .env("GOPATH", GOPATH)
+        .env("GO111MODULE", "off")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", out_dir.join("gocache"))
+        .status();
+    match status {
+        Ok(s) if s.success() => binary,
+        Ok(s) => panic!(
+            "go build of {} failed ({s}); it needs Debian's {PACKAGES} (`./dev.sh bench-deps`)",
+            source.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing("the Go toolchain (go)"),
+        Err(e) => panic!("cannot run go: {e}"),
+    }
+}
+
+/// Every entry under `root` has `label` (the last pass, go-selinux's,
+/// wrote it): each peer really walked the whole tree.
+fn check_labeled(path: &Path, label: &str) {
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::lgetxattr(path.as_os_str().as_bytes(), "security.selinux", &mut buf)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let got = buf[..n].strip_suffix(b"\0").unwrap_or(&buf[..n]);
+    assert_eq!(got, label.as_bytes(), "{}", path.display());
+    if std::fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            check_labeled(&entry.unwrap().path(), label);
         }
     }
 }
@@ -130,15 +264,6 @@ fn unlabel(path: &Path) {
     }
 }
 
-/// Times one pass, after writing back what earlier passes dirtied (so no
-/// pass pays for another's writeback).
-fn time(f: impl FnOnce()) -> Duration {
-    rustix::fs::sync();
-    let started = Instant::now();
-    f();
-    started.elapsed()
-}
-
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -159,40 +284,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-/// Builds about `size` entries: 3 levels of directories, leaves of 100
-/// entries of which 2 are symlinks. Returns the exact count, root included.
-fn build(root: &Path, size: usize) -> usize {
-    let leaves = size.div_ceil(100).max(1);
-    let fan = (leaves as f64).cbrt().ceil() as usize;
-    let mut count = 1;
-    std::fs::create_dir_all(root).unwrap();
-    let mut made = 0;
-    'outer: for a in 0..fan {
-        for b in 0..fan {
-            for c in 0..fan {
-                if made == leaves {
-                    break 'outer;
-                }
-                let dir = root.join(format!("a{a}/b{b}/c{c}"));
-                let new_dirs = [root.join(format!("a{a}")), root.join(format!("a{a}/b{b}"))]
-                    .iter()
-                    .filter(|d| !d.exists())
-                    .count();
-                std::fs::create_dir_all(&dir).unwrap();
-                count += new_dirs + 1;
-                for f in 0..98 {
-                    std::fs::File::create(dir.join(format!("f{f}"))).unwrap();
-                }
-                std::os::unix::fs::symlink("/etc/passwd", dir.join("l0")).unwrap();
-                std::os::unix::fs::symlink("../..", dir.join("l1")).unwrap();
-                count += 100;
-                made += 1;
-            }
-        }
-    }
-    count
 }
 
 /// The floor: two threads, read_dir and lsetxattr by path, no reads.

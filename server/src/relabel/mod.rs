@@ -134,24 +134,63 @@ impl LabelFor for Fixed {
 /// Each entry gets what the host policy's file contexts say (restorecon).
 /// The labeling handle is not thread-safe, so each walker thread opens its
 /// own.
-pub struct FromPolicy;
+pub struct FromPolicy {
+    /// The file_contexts to read instead of the loaded policy's (what
+    /// `setfiles` takes as its argument); `None` for the policy's own.
+    file_contexts: Option<std::ffi::CString>,
+}
+
+/// libselinux's `SELABEL_OPT_PATH` (`<selinux/label.h>`): the file_contexts
+/// path for `selabel_open`.
+const SELABEL_OPT_PATH: libc::c_int = 3;
+
+type FileLabeler = selinux::label::Labeler<selinux::label::back_end::File>;
 
 thread_local! {
-    static LABELER: std::cell::RefCell<Option<selinux::label::Labeler<selinux::label::back_end::File>>> =
+    /// This thread's handle, with the file_contexts it was opened on.
+    static LABELER: std::cell::RefCell<Option<(Option<std::ffi::CString>, FileLabeler)>> =
         const { std::cell::RefCell::new(None) };
 }
 
 impl FromPolicy {
-    /// Checks that lookups work here.
+    /// Checks that lookups work here, in the loaded policy's file contexts.
     pub fn new() -> Result<Self, RelabelError> {
         if selinux::kernel_support() == selinux::KernelSupport::Unsupported {
             return Err(RelabelError::NoPolicy(
                 "SELinux is disabled on this host".into(),
             ));
         }
-        selinux::label::Labeler::<selinux::label::back_end::File>::new(&[], false)
-            .map_err(|e| RelabelError::NoPolicy(e.to_string()))?;
-        Ok(Self)
+        let this = Self {
+            file_contexts: None,
+        };
+        this.open().map_err(RelabelError::NoPolicy)?;
+        Ok(this)
+    }
+
+    /// Looks labels up in the file_contexts at `path` (as `setfiles SPEC`
+    /// does), which works where SELinux is disabled too: the lookups read
+    /// only that file (and its compiled `.bin` beside it).
+    pub fn with_file_contexts(path: &Path) -> Result<Self, RelabelError> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| RelabelError::NoPolicy(format!("{}: NUL in path", path.display())))?;
+        let this = Self {
+            file_contexts: Some(path),
+        };
+        this.open().map_err(RelabelError::NoPolicy)?;
+        Ok(this)
+    }
+
+    fn open(&self) -> Result<FileLabeler, String> {
+        let options: Vec<(libc::c_int, *const libc::c_void)> = self
+            .file_contexts
+            .iter()
+            .map(|path| (SELABEL_OPT_PATH, path.as_ptr().cast()))
+            .collect();
+        FileLabeler::new(&options, false).map_err(|e| match &self.file_contexts {
+            Some(path) => format!("{}: {e}", path.to_string_lossy()),
+            None => e.to_string(),
+        })
     }
 }
 
@@ -168,10 +207,13 @@ impl LabelFor for FromPolicy {
         };
         LABELER.with(|cell| {
             let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(selinux::label::Labeler::new(&[], false).map_err(|e| e.to_string())?);
+            if slot
+                .as_ref()
+                .is_none_or(|(opened, _)| *opened != self.file_contexts)
+            {
+                *slot = Some((self.file_contexts.clone(), self.open()?));
             }
-            let labeler = slot.as_ref().expect("just opened");
+            let (_, labeler) = slot.as_ref().expect("just opened");
             let found = labeler
                 .look_up_by_path(path, selinux::FileAccessMode::new(mode))
                 .map(|context| xattr::trim(context.as_bytes()).to_vec());

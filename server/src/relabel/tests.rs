@@ -321,6 +321,48 @@ fn restore_modes_parse_and_policy_needs_selinux() {
     }
 }
 
+/// `restore = "policy"` with the file_contexts named (as `setfiles SPEC`
+/// takes it): works where SELinux is disabled, reads the file's types
+/// (`-d`), and leaves `<<none>>` entries alone.
+#[test]
+fn policy_restore_reads_an_explicit_file_contexts() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let fc = base.path().join("file_contexts");
+    std::fs::write(
+        &fc,
+        "/.*/vol(/.*)?\tsystem_u:object_r:var_lib_t:s0\n\
+         /.*/vol/sub\t-d\tsystem_u:object_r:etc_t:s0\n\
+         /.*/vol/keep\t<<none>>\n",
+    )
+    .unwrap();
+    let root = base.path().join("vol");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("file"), "").unwrap();
+    std::fs::write(root.join("keep"), "").unwrap();
+    run(&root, PRIVATE, false);
+    let policy = FromPolicy::with_file_contexts(&fc).unwrap();
+    let r = relabeler();
+    let resolved = r.resolve(&root).unwrap();
+    let out = r
+        .run(&resolved, &policy, false, false, &Counters::default())
+        .unwrap();
+    assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
+    let var_lib: &[u8] = b"system_u:object_r:var_lib_t:s0";
+    assert_eq!(label(&root).as_deref(), Some(var_lib));
+    assert_eq!(label(&root.join("file")).as_deref(), Some(var_lib));
+    assert_eq!(
+        label(&root.join("sub")).as_deref(),
+        Some(&b"system_u:object_r:etc_t:s0"[..])
+    );
+    assert_eq!(label(&root.join("keep")).as_deref(), Some(PRIVATE));
+    let missing = FromPolicy::with_file_contexts(&base.path().join("missing"))
+        .err()
+        .expect("no such file_contexts")
+        .to_string();
+    assert!(missing.contains("missing"), "{missing}");
+}
+
 /// Bind mounts of the same file system have the root's device number:
 /// only the mount id (directories) and the mount table (files) tell.
 #[test]
