@@ -57,6 +57,42 @@ fn start(dir: &Path, extra: &str) -> TestDaemon {
     daemon
 }
 
+/// Connections mcsd still holds on `socket`: the accepted ends, which
+/// `/proc/net/unix` lists in state connected (03) under the name the
+/// listener was bound to (mcsd binds `.NAME.PID.tmp` beside the socket and
+/// renames it into place).
+fn held_by_server(socket: &Path) -> usize {
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    let dir = socket.parent().unwrap().to_str().expect("a UTF-8 path");
+    let name = socket.file_name().unwrap().to_str().unwrap();
+    let bound = format!("{dir}/.{name}.");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() >= 8
+                && fields[5] == "03"
+                && fields[7].starts_with(&bound)
+                && fields[7].ends_with(".tmp")
+        })
+        .count()
+}
+
+/// Waits until mcsd has let go of every connection (the launch's readiness
+/// probe is counted against the limits until mcsd sees it closed).
+async fn until_no_connection_is_held(socket: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while held_by_server(socket) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mcsd still holds {} connection(s) after 10 s",
+            held_by_server(socket)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs `f` on a thread whose credentials are `uid` (gid 0, no
 /// supplementary groups).
 fn as_uid<T: Send>(uid: u32, f: impl FnOnce() -> T + Send) -> T {
@@ -253,6 +289,7 @@ async fn the_last_connections_are_kept_for_admins() {
         "[connections]\nmax = 40\nadmin_reserve = 10\nper_uid = 100\n",
     );
     let socket = daemon.socket.clone();
+    until_no_connection_is_held(&socket).await;
     let flood_socket = socket.clone();
     let mut idle = tokio::task::spawn_blocking(move || {
         as_uid(NOBODY, || {
@@ -266,6 +303,7 @@ async fn the_last_connections_are_kept_for_admins() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let open = idle.iter_mut().map(is_open).filter(|&o| o).count();
     assert_eq!(open, 30, "non-admins may use max - admin_reserve");
+    assert_eq!(held_by_server(&socket), 30, "mcsd holds exactly those");
 
     // Another non-admin uid, far below its own cap, is refused too.
     let stranger_socket = socket.clone();
