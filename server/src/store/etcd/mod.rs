@@ -69,7 +69,10 @@ pub struct EtcdStore {
     loaded_at: AtomicI64,
 }
 
-/// The key just after every key that starts with `prefix`.
+/// The key just after every key that starts with `prefix`. etcd-client's
+/// `with_prefix` derives that end from the key a request starts at, which
+/// serves whole prefixes; a listing page starts after an id inside the
+/// prefix and needs the prefix's end itself.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -396,9 +399,7 @@ impl Store for EtcdStore {
     }
 
     async fn held_count(&self) -> Result<Option<u64>, StoreError> {
-        let options = GetOptions::new()
-            .with_range(self.key(&prefix_end(codec::PAIR_PREFIX)))
-            .with_count_only();
+        let options = GetOptions::new().with_prefix().with_count_only();
         let response = self
             .get(self.key(codec::PAIR_PREFIX), Some(options))
             .await?;

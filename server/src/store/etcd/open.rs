@@ -10,7 +10,7 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 
-use super::{prefix_end, EtcdStore, RANGE_KEY};
+use super::{EtcdStore, RANGE_KEY};
 use crate::level::CategoryRange;
 use crate::store::backend::EtcdSettings;
 use crate::store::codec::{FORMAT_KEY, FORMAT_VERSION};
@@ -106,8 +106,7 @@ impl EtcdStore {
     async fn check_format(&self, range: CategoryRange) -> Result<(), StoreError> {
         let format_key = self.key(FORMAT_KEY);
         let range_key = self.key(RANGE_KEY);
-        let empty = Compare::version(self.prefix.clone(), CompareOp::Equal, 0)
-            .with_range(prefix_end(&self.prefix));
+        let empty = Compare::version(self.prefix.clone(), CompareOp::Equal, 0).with_prefix();
         let response = self
             .txn(
                 EtcdTxn::new()
