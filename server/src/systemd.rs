@@ -6,7 +6,13 @@
 //!   announces a shutdown. Without `NOTIFY_SOCKET` these are no-ops.
 //! - **socket activation**: when `mcsd.socket` started it, systemd passes
 //!   the listening socket as fd 3 (`LISTEN_FDS`, `LISTEN_PID`); mcsd serves
-//!   on it instead of binding its own.
+//!   on it instead of binding its own. The `sd-notify` crate reads the
+//!   variables and marks the descriptor close-on-exec. mcsd leaves the
+//!   variables set: it runs no other program, and unsetting them once its
+//!   threads run would race their reads of the environment.
+//!
+//! Notifications stay hand-written: `sd-notify` 0.5 cannot reach a service
+//! manager listening in the abstract namespace (`NOTIFY_SOCKET=@...`).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
@@ -41,28 +47,22 @@ pub fn notify(state: &str) {
 /// activated (LISTEN_PID names this process). Only the first call can take
 /// it; mcsd starts no other programs that could inherit the variables.
 pub fn listen_fd() -> Result<Option<OwnedFd>, String> {
-    let pid = std::env::var("LISTEN_PID").ok();
-    let fds = std::env::var("LISTEN_FDS").ok();
-    let (Some(pid), Some(fds)) = (pid, fds) else {
-        return Ok(None);
-    };
-    if pid.parse::<u32>().ok() != Some(std::process::id()) {
-        // Meant for another process (inherited environment).
-        return Ok(None);
-    }
     // Taken at most once per process, even if a daemon starts twice (tests).
     static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Checks LISTEN_PID against this process (an inherited environment is
+    // meant for another one) and sets FD_CLOEXEC on what was passed.
+    let fds = match sd_notify::listen_fds() {
+        Ok(fds) if fds.len() == 0 => return Ok(None),
+        Ok(fds) => fds.len(),
+        Err(e) => return Err(format!("the socket systemd passed: {e}")),
+    };
     if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Ok(None);
     }
-    match fds.parse::<i32>() {
-        Ok(1) => {}
-        Ok(n) => {
-            return Err(format!(
-                "systemd passed {n} sockets; mcsd serves exactly one (ListenStream= once in mcsd.socket)"
-            ))
-        }
-        Err(_) => return Err(format!("LISTEN_FDS={fds:?} is not a number")),
+    if fds != 1 {
+        return Err(format!(
+            "systemd passed {fds} sockets; mcsd serves exactly one (ListenStream= once in mcsd.socket)"
+        ));
     }
     // The descriptor must really be an open Unix stream socket.
     // SAFETY: fd 3 is only borrowed for this check; ownership is taken below.

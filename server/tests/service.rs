@@ -123,6 +123,14 @@ async fn a_socket_passed_by_systemd_is_used_and_left_in_place() {
         !temp.path().join("unused.sock").exists(),
         "mcsd bound its own socket too"
     );
+    // The passed socket must not leak into programs mcsd might run.
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", child.id())).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .expect("flags in fdinfo");
+    assert_ne!(flags & 0o2000000, 0, "fd 3 is not close-on-exec: {fdinfo}");
     drop(c);
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), Signal::TERM).unwrap();
     child.wait().unwrap();
