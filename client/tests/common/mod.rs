@@ -12,7 +12,7 @@ use mcsd::config::Config;
 /// state in `dir/state`, the test labels pinned, and roles from `auth`.
 /// The scan of running processes is off, so this host's processes cannot
 /// change the counts.
-pub fn config(dir: &Path, auth: AuthConfig) -> Config {
+pub(crate) fn config(dir: &Path, auth: AuthConfig) -> Config {
     Config {
         socket: dir.join("mcsd.sock"),
         state_dir: dir.join("state"),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Times one pass, after writing back what earlier passes dirtied (so no
 /// pass pays for another's writeback).
-pub fn time(f: impl FnOnce()) -> Duration {
+pub(crate) fn time(f: impl FnOnce()) -> Duration {
     rustix::fs::sync();
     let started = Instant::now();
     f();
@@ -14,7 +14,7 @@ pub fn time(f: impl FnOnce()) -> Duration {
 
 /// Wall and CPU time of one pass.
 #[derive(Clone, Copy)]
-pub struct Timed {
+pub(crate) struct Timed {
     pub wall: Duration,
     /// User + system time of this process (all threads) and of the
     /// children it waited for meanwhile: what a busy machine disturbs
@@ -23,7 +23,7 @@ pub struct Timed {
 }
 
 /// [`time`], and the CPU the pass took.
-pub fn timed(f: impl FnOnce()) -> Timed {
+pub(crate) fn timed(f: impl FnOnce()) -> Timed {
     let mut before = Duration::ZERO;
     let wall = time(|| {
         before = cpu_now();
@@ -36,11 +36,12 @@ pub fn timed(f: impl FnOnce()) -> Timed {
 }
 
 /// User + system time so far of this process and its waited-for children.
-pub fn cpu_now() -> Duration {
+pub(crate) fn cpu_now() -> Duration {
     let mut total = Duration::ZERO;
     for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
-        // SAFETY: getrusage only fills the struct it is given.
+        // SAFETY: rusage is plain C data, for which all zeroes is valid.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage only fills the struct it is given.
         assert_eq!(unsafe { libc::getrusage(who, &mut usage) }, 0);
         for t in [usage.ru_utime, usage.ru_stime] {
             total += Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -51,7 +52,7 @@ pub fn cpu_now() -> Duration {
 
 /// Builds about `size` entries: 3 levels of directories, leaves of 100
 /// entries of which 2 are symlinks. Returns the exact count, root included.
-pub fn build(root: &Path, size: usize) -> usize {
+pub(crate) fn build(root: &Path, size: usize) -> usize {
     let leaves = size.div_ceil(100).max(1);
     let fan = (leaves as f64).cbrt().ceil() as usize;
     let mut count = 1;

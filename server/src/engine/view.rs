@@ -44,7 +44,7 @@ pub(crate) struct View {
 }
 
 impl View {
-    pub fn stats(&self) -> Stats {
+    pub(super) fn stats(&self) -> Stats {
         let mut owners: Vec<_> = self.owners.iter().map(|(o, n)| (o.clone(), *n)).collect();
         owners.sort();
         Stats {
@@ -57,7 +57,7 @@ impl View {
     }
 
     /// A reservation that covers `level` (the pair one first), for messages.
-    pub fn reservation_covering(&self, level: Level) -> Option<Reservation> {
+    pub(super) fn reservation_covering(&self, level: Level) -> Option<Reservation> {
         let candidates = [
             Reservation::Pair(level),
             Reservation::Category(level.low()),
@@ -68,7 +68,7 @@ impl View {
             .find(|r| self.reservations.contains_key(r))
     }
 
-    pub fn add_container(&mut self, owner: &Owner) {
+    pub(super) fn add_container(&mut self, owner: &Owner) {
         self.containers += 1;
         // Look up before inserting: loading calls this once per record, and
         // a clone per call is measurable at full pool.
@@ -80,7 +80,7 @@ impl View {
         }
     }
 
-    pub fn remove_container(&mut self, owner: &Owner) {
+    pub(super) fn remove_container(&mut self, owner: &Owner) {
         self.containers = self.containers.saturating_sub(1);
         if let Some(n) = self.owners.get_mut(owner) {
             *n -= 1;

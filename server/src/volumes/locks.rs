@@ -19,7 +19,7 @@ use crate::id::ContainerId;
 
 /// What an operation locks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Key {
+pub(super) enum Key {
     /// A container's allocation and its roots.
     Container(ContainerId),
     /// A volume root, whoever registered it.
@@ -27,14 +27,14 @@ pub enum Key {
 }
 
 /// The locks held by one operation; dropping it unlocks them all.
-pub struct Held {
+pub(super) struct Held {
     locks: Arc<Locks>,
     guards: Vec<(Key, OwnedMutexGuard<()>)>,
 }
 
 impl Held {
     /// Whether `key` is among the locks held.
-    pub fn holds(&self, key: &Key) -> bool {
+    pub(super) fn holds(&self, key: &Key) -> bool {
         self.guards.iter().any(|(k, _)| k == key)
     }
 }
@@ -57,13 +57,13 @@ impl Drop for Held {
 
 /// The table of locks.
 #[derive(Default)]
-pub struct Locks {
+pub(super) struct Locks {
     table: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Locks {
     /// Locks every key of `keys`, in sorted order; waits for each.
-    pub async fn lock(self: &Arc<Self>, keys: impl IntoIterator<Item = Key>) -> Held {
+    pub(super) async fn lock(self: &Arc<Self>, keys: impl IntoIterator<Item = Key>) -> Held {
         let keys: BTreeSet<Key> = keys.into_iter().collect();
         let mut held = Held {
             locks: self.clone(),

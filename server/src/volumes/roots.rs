@@ -21,7 +21,7 @@ use crate::store::{AllocationRecord, RelabeledRoot};
 
 /// One container's registration of a root.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registrant {
+pub(super) struct Registrant {
     /// The container.
     pub id: ContainerId,
     /// Registered with the shared label.
@@ -34,13 +34,13 @@ pub struct Registrant {
 
 /// Root path → its registrants, oldest first.
 #[derive(Debug, Default)]
-pub struct RootIndex {
+pub(super) struct RootIndex {
     by_path: HashMap<PathBuf, Vec<Registrant>>,
 }
 
 impl RootIndex {
     /// Builds the index from every allocation of this node.
-    pub async fn load(engine: &Engine) -> Result<Self, AllocError> {
+    pub(super) async fn load(engine: &Engine) -> Result<Self, AllocError> {
         let here = engine.node().to_owned();
         let mut index = Self::default();
         let mut after = None;
@@ -64,7 +64,7 @@ impl RootIndex {
     }
 
     /// Records that `record`'s container registered `root`.
-    pub fn add(&mut self, record: &AllocationRecord, root: &RelabeledRoot) {
+    pub(super) fn add(&mut self, record: &AllocationRecord, root: &RelabeledRoot) {
         let list = self.by_path.entry(root.path.clone()).or_default();
         let registrant = Registrant {
             id: record.container_id.clone(),
@@ -84,7 +84,7 @@ impl RootIndex {
     }
 
     /// Forgets every root of container `id`.
-    pub fn remove(&mut self, id: &ContainerId, roots: &[RelabeledRoot]) {
+    pub(super) fn remove(&mut self, id: &ContainerId, roots: &[RelabeledRoot]) {
         for root in roots {
             if let Some(list) = self.by_path.get_mut(&root.path) {
                 list.retain(|r| r.id != *id);
@@ -96,7 +96,7 @@ impl RootIndex {
     }
 
     /// The registrants of `path` other than `id`, oldest first.
-    pub fn others(&self, path: &Path, id: &ContainerId) -> Vec<Registrant> {
+    pub(super) fn others(&self, path: &Path, id: &ContainerId) -> Vec<Registrant> {
         self.by_path
             .get(path)
             .map(|list| list.iter().filter(|r| r.id != *id).cloned().collect())
@@ -104,7 +104,7 @@ impl RootIndex {
     }
 
     /// The label `path` had before anyone relabeled it, if it is registered.
-    pub fn first_original(&self, path: &Path) -> Option<Option<String>> {
+    pub(super) fn first_original(&self, path: &Path) -> Option<Option<String>> {
         self.by_path
             .get(path)
             .and_then(|list| list.first())

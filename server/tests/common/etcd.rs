@@ -57,7 +57,7 @@ impl Member {
 }
 
 /// A running etcd cluster of real members.
-pub struct EtcdCluster {
+pub(crate) struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     /// Extra flags for every member (TLS).
@@ -69,13 +69,13 @@ impl EtcdCluster {
     /// Starts `size` members and waits until the cluster has a leader.
     /// Ports are picked free and may be taken in between; a start that
     /// fails is retried on new ports.
-    pub fn start(size: usize) -> Self {
+    pub(crate) fn start(size: usize) -> Self {
         Self::start_with(size, None)
     }
 
     /// One member serving clients over TLS only, requiring client
     /// certificates signed by `tls.ca`.
-    pub fn start_tls(tls: &TlsFiles) -> Self {
+    pub(crate) fn start_tls(tls: &TlsFiles) -> Self {
         Self::start_with(1, Some(tls))
     }
 
@@ -207,17 +207,17 @@ impl EtcdCluster {
     }
 
     /// Client URLs of every member.
-    pub fn endpoints(&self) -> Vec<String> {
+    pub(crate) fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Member::client_url).collect()
     }
 
     /// Client URL of member `i`.
-    pub fn endpoint(&self, i: usize) -> String {
+    pub(crate) fn endpoint(&self, i: usize) -> String {
         self.members[i].client_url()
     }
 
     /// SIGKILL member `i`: no chance to flush or to hand over leadership.
-    pub fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         let mut child = self.members[i].child.take().expect("member runs");
         let pid = Pid::from_raw(child.id() as i32).expect("pid");
         kill_process(pid, Signal::KILL).expect("kill etcd");
@@ -225,7 +225,7 @@ impl EtcdCluster {
     }
 
     /// Starts member `i` again on its data and waits until it is healthy.
-    pub fn restart(&mut self, i: usize) {
+    pub(crate) fn restart(&mut self, i: usize) {
         self.spawn(i, "existing");
         if let Err(e) = self.wait_ready(i) {
             panic!("{e}");
@@ -234,7 +234,7 @@ impl EtcdCluster {
 
     /// Starts mcsd named `node` on every member, under the prefix `/shared/`,
     /// in a fresh temporary directory.
-    pub fn daemon(&self, node: &str, categories: &str) -> TestDaemon {
+    pub(crate) fn daemon(&self, node: &str, categories: &str) -> TestDaemon {
         let temp = tempfile::tempdir().expect("tempdir");
         let config = format!("{CONFIG}{}", store_config(&self.endpoints(), "/shared/"));
         std::fs::write(temp.path().join("mcsd.toml"), config).expect("write config");
@@ -248,7 +248,7 @@ impl EtcdCluster {
     }
 
     /// The log of member `i`, for failure messages.
-    pub fn log(&self, i: usize) -> String {
+    pub(crate) fn log(&self, i: usize) -> String {
         self.members[i].log()
     }
 }
@@ -283,7 +283,7 @@ impl Drop for EtcdCluster {
 
 /// TLS material for an etcd serving clients over TLS: a CA, the server's
 /// certificate for 127.0.0.1 and a client certificate, all PEM files.
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -293,7 +293,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Generates a fresh CA and certificates into `dir`.
-    pub fn generate(dir: &Path) -> Self {
+    pub(crate) fn generate(dir: &Path) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
         let write = |name: &str, pem: String| {
             let path = dir.join(name);
@@ -330,7 +330,7 @@ impl TlsFiles {
 }
 
 /// The `[store]` table for an etcd at `endpoints` under `prefix`.
-pub fn store_config(endpoints: &[String], prefix: &str) -> String {
+pub(crate) fn store_config(endpoints: &[String], prefix: &str) -> String {
     let endpoints: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
     format!(
         "[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [{}]\nprefix = {prefix:?}\n",
@@ -339,7 +339,7 @@ pub fn store_config(endpoints: &[String], prefix: &str) -> String {
 }
 
 /// Where a test daemon keeps its records.
-pub enum Backend {
+pub(crate) enum Backend {
     /// The embedded store, in the daemon's temporary directory.
     Sled,
     /// A one-member etcd of the test's own.
@@ -348,12 +348,12 @@ pub enum Backend {
 
 impl Backend {
     /// A one-member etcd, started now.
-    pub fn etcd() -> Self {
+    pub(crate) fn etcd() -> Self {
         Backend::Etcd(EtcdCluster::start(1))
     }
 
     /// The configuration file for a daemon on this backend.
-    pub fn config(&self) -> String {
+    pub(crate) fn config(&self) -> String {
         match self {
             Backend::Sled => CONFIG.to_owned(),
             Backend::Etcd(cluster) => format!(
@@ -364,7 +364,7 @@ impl Backend {
     }
 
     /// Starts mcsd on `categories` in a fresh temporary directory.
-    pub fn start(&self, categories: &str) -> TestDaemon {
+    pub(crate) fn start(&self, categories: &str) -> TestDaemon {
         let temp = tempfile::tempdir().expect("tempdir");
         let mut d = self.daemon(temp.path(), &["--categories", categories]);
         d._temp = Some(temp);
@@ -379,7 +379,7 @@ impl Backend {
     }
 
     /// A daemon in `dir` on this backend, not started yet.
-    pub fn daemon(&self, dir: &Path, args: &[&str]) -> TestDaemon {
+    pub(crate) fn daemon(&self, dir: &Path, args: &[&str]) -> TestDaemon {
         std::fs::write(dir.join("mcsd.toml"), self.config()).expect("write config");
         TestDaemon::in_dir(dir, args)
     }

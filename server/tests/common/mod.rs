@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-pub mod etcd;
-pub mod volume;
+pub(crate) mod etcd;
+pub(crate) mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,10 +17,10 @@ use rustix::process::{kill_process, Pid, Signal};
 /// machine cannot change expected strings.
 /// The scan of running processes is off, so containers running on the test
 /// machine cannot change expected counts.
-pub const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n[in_use]\nscan = false\n";
+pub(crate) const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n[in_use]\nscan = false\n";
 
 /// A running (or stopped) mcsd under test.
-pub struct TestDaemon {
+pub(crate) struct TestDaemon {
     child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
@@ -36,7 +36,7 @@ fn log_path(dir: &Path) -> PathBuf {
 
 impl TestDaemon {
     /// Starts mcsd on range `categories` in a fresh temporary directory.
-    pub fn start(categories: &str) -> Self {
+    pub(crate) fn start(categories: &str) -> Self {
         let temp = tempfile::tempdir().expect("tempdir");
         let mut d = Self::in_dir(temp.path(), &["--categories", categories]);
         d._temp = Some(temp);
@@ -45,7 +45,7 @@ impl TestDaemon {
     }
 
     /// A daemon description for `dir`, not started yet.
-    pub fn in_dir(dir: &Path, args: &[&str]) -> Self {
+    pub(crate) fn in_dir(dir: &Path, args: &[&str]) -> Self {
         let config = dir.join("mcsd.toml");
         if !config.exists() {
             std::fs::write(&config, CONFIG).expect("write config");
@@ -62,13 +62,13 @@ impl TestDaemon {
     }
 
     /// Replaces the extra command-line arguments for the next launch.
-    pub fn set_args(&mut self, args: &[&str]) {
+    pub(crate) fn set_args(&mut self, args: &[&str]) {
         self.args = args.iter().map(|s| s.to_string()).collect();
     }
 
     /// Starts the process and waits until the socket answers. On failure
     /// returns what mcsd printed.
-    pub fn launch(&mut self) -> Result<(), String> {
+    pub(crate) fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(log_path(&self.dir)).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
@@ -108,17 +108,17 @@ impl TestDaemon {
     }
 
     /// Everything mcsd logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(log_path(&self.dir)).unwrap_or_default()
     }
 
     /// The running process's id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
 
     /// A connected client.
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(&self.socket).await.expect("connect")
     }
 
@@ -130,17 +130,17 @@ impl TestDaemon {
     }
 
     /// SIGKILL: no chance to flush anything.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.signal(Signal::KILL);
     }
 
     /// SIGTERM: graceful shutdown; returns the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         self.signal(Signal::TERM)
     }
 
     /// SIGKILL then start again on the same state.
-    pub fn crash_and_restart(&mut self) {
+    pub(crate) fn crash_and_restart(&mut self) {
         self.kill();
         self.launch().expect("mcsd restarts");
     }
@@ -156,7 +156,7 @@ impl Drop for TestDaemon {
 }
 
 /// The gRPC code of a failed call.
-pub fn code<T: std::fmt::Debug>(result: Result<T, mcs_client::ClientError>) -> tonic::Code {
+pub(crate) fn code<T: std::fmt::Debug>(result: Result<T, mcs_client::ClientError>) -> tonic::Code {
     match result {
         Ok(v) => panic!("expected an error, got {v:?}"),
         Err(e) => e.code().expect("a status from mcsd"),
@@ -166,7 +166,7 @@ pub fn code<T: std::fmt::Debug>(result: Result<T, mcs_client::ClientError>) -> t
 /// Waits until the wall clock has moved past `created_at` (mcsd records
 /// milliseconds), so whatever mcsd does next is stamped strictly later: an
 /// order the clock guarantees, where a sleep of a few ms only guesses.
-pub fn wait_past(created_at: Option<prost_types::Timestamp>) {
+pub(crate) fn wait_past(created_at: Option<prost_types::Timestamp>) {
     let t = created_at.expect("the allocation has a created_at");
     let at = Duration::new(t.seconds as u64, t.nanos as u32).as_millis();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -188,7 +188,7 @@ fn now_millis() -> u128 {
 
 /// Sends `GET /metrics` on `stream` (TCP or the Unix metrics socket) and
 /// returns the whole response, which must be `200 OK`.
-pub fn get_metrics(mut stream: impl std::io::Read + std::io::Write) -> String {
+pub(crate) fn get_metrics(mut stream: impl std::io::Read + std::io::Write) -> String {
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();

@@ -10,10 +10,10 @@ use mcs_client::{proto, Client};
 use mcsd::relabel::xattr;
 
 /// The shared (level `s0`) file label of the test config.
-pub const SHARED: &str = "system_u:object_r:container_file_t:s0";
+pub(crate) const SHARED: &str = "system_u:object_r:container_file_t:s0";
 
 /// Fails the test unless it runs as root.
-pub fn require_root() {
+pub(crate) fn require_root() {
     assert_eq!(
         rustix::process::geteuid().as_raw(),
         0,
@@ -22,7 +22,7 @@ pub fn require_root() {
 }
 
 /// The label of `path`, read back from its xattr.
-pub fn label(path: &Path) -> Option<String> {
+pub(crate) fn label(path: &Path) -> Option<String> {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     xattr::get_at(c.as_bytes())
         .unwrap()
@@ -30,13 +30,13 @@ pub fn label(path: &Path) -> Option<String> {
 }
 
 /// Writes the label of `path`.
-pub fn set_label(path: &Path, l: &str) {
+pub(crate) fn set_label(path: &Path, l: &str) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     xattr::set_at(c.as_bytes(), l.as_bytes()).unwrap();
 }
 
 /// A tree of `dirs` x `files` files, every entry labeled `initial`.
-pub fn tree(root: &Path, dirs: usize, files: usize, initial: &str) -> Vec<PathBuf> {
+pub(crate) fn tree(root: &Path, dirs: usize, files: usize, initial: &str) -> Vec<PathBuf> {
     let mut all = vec![root.to_owned()];
     std::fs::create_dir_all(root).unwrap();
     for d in 0..dirs {
@@ -56,10 +56,10 @@ pub fn tree(root: &Path, dirs: usize, files: usize, initial: &str) -> Vec<PathBu
 }
 
 /// A file system mounted for the test, lazily unmounted when dropped.
-pub struct Mount(PathBuf);
+pub(crate) struct Mount(PathBuf);
 impl Mount {
     /// Mounts a `fstype` at `at`.
-    pub fn new(fstype: &str, at: &Path) -> Self {
+    pub(crate) fn new(fstype: &str, at: &Path) -> Self {
         std::fs::create_dir_all(at).unwrap();
         assert!(Command::new("mount")
             .args(["-t", fstype, fstype])
@@ -77,7 +77,7 @@ impl Drop for Mount {
 }
 
 /// Runs a relabel to its end: every message, and the final status.
-pub async fn relabel(
+pub(crate) async fn relabel(
     c: &mut Client,
     id: &str,
     path: &Path,

@@ -22,7 +22,7 @@ fn container_id(state: &str) -> Result<String, String> {
 }
 
 /// Releases the container named on stdin; always returns (exit 0).
-pub async fn poststop(socket: &Path, out: &mut impl Write) {
+pub(crate) async fn poststop(socket: &Path, out: &mut impl Write) {
     let mut state = String::new();
     let id = match std::io::stdin().read_to_string(&mut state) {
         Ok(_) => container_id(&state),

@@ -11,7 +11,7 @@ use crate::Failure;
 
 /// Row orders for `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Sort {
+pub(crate) enum Sort {
     /// Container id (streamed as it comes)
     Id,
     /// Owner, then id
@@ -23,7 +23,7 @@ pub enum Sort {
 }
 
 /// What `list` asks for.
-pub struct Query {
+pub(crate) struct Query {
     /// Only this owner's.
     pub owner: Option<String>,
     /// Only this group's.
@@ -37,7 +37,7 @@ pub struct Query {
 }
 
 /// Lists the allocations `query` selects.
-pub async fn run(
+pub(crate) async fn run(
     client: &mut Client,
     query: Query,
     format: Format,

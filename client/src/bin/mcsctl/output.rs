@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 /// Output format chosen with `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Aligned columns for people.
     Table,
     /// JSON for scripts.
@@ -20,13 +20,13 @@ pub enum Format {
 
 /// Whether to color output: only on a terminal, and never with NO_COLOR set
 /// (https://no-color.org).
-pub fn color() -> bool {
+pub(crate) fn color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `text` in an ANSI color (`"32"` green, `"33"` yellow, `"31"` red) when
 /// coloring.
-pub fn paint(text: &str, code: &str) -> String {
+pub(crate) fn paint(text: &str, code: &str) -> String {
     if color() {
         format!("\x1b[{code}m{text}\x1b[0m")
     } else {
@@ -35,7 +35,7 @@ pub fn paint(text: &str, code: &str) -> String {
 }
 
 /// A usage bar: `[#####...............]  25.0%`.
-pub fn bar(used: u64, total: u64, width: usize) -> String {
+pub(crate) fn bar(used: u64, total: u64, width: usize) -> String {
     let share = if total == 0 {
         0.0
     } else {
@@ -56,7 +56,7 @@ pub fn bar(used: u64, total: u64, width: usize) -> String {
 }
 
 /// RFC 3339 time, UTC, seconds precision.
-pub fn time(t: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn time(t: Option<&prost_types::Timestamp>) -> String {
     let Some(t) = t else {
         return String::new();
     };
@@ -67,7 +67,7 @@ pub fn time(t: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// The JSON form of an allocation: the fields scripts rely on.
-pub fn allocation_json(a: &proto::Allocation) -> Value {
+pub(crate) fn allocation_json(a: &proto::Allocation) -> Value {
     json!({
         "container_id": a.container_id,
         "owner": a.owner,
@@ -85,13 +85,13 @@ pub fn allocation_json(a: &proto::Allocation) -> Value {
 }
 
 /// Prints `value` as pretty JSON.
-pub fn print_json(out: &mut impl Write, value: &Value) -> io::Result<()> {
+pub(crate) fn print_json(out: &mut impl Write, value: &Value) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)
 }
 
 /// Prints `name value` lines with the values aligned.
-pub fn print_fields(out: &mut impl Write, fields: &[(&str, String)]) -> io::Result<()> {
+pub(crate) fn print_fields(out: &mut impl Write, fields: &[(&str, String)]) -> io::Result<()> {
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in fields {
         let value = if value.is_empty() { "-" } else { value };
@@ -101,7 +101,7 @@ pub fn print_fields(out: &mut impl Write, fields: &[(&str, String)]) -> io::Resu
 }
 
 /// One allocation as `name value` lines.
-pub fn print_allocation(out: &mut impl Write, a: &proto::Allocation) -> io::Result<()> {
+pub(crate) fn print_allocation(out: &mut impl Write, a: &proto::Allocation) -> io::Result<()> {
     print_fields(
         out,
         &[
@@ -120,7 +120,7 @@ pub fn print_allocation(out: &mut impl Write, a: &proto::Allocation) -> io::Resu
 
 /// A table printed as rows arrive: column widths come from the header and
 /// the first rows, so a listing of any length streams without buffering.
-pub struct StreamingTable {
+pub(crate) struct StreamingTable {
     widths: Vec<usize>,
     header: Vec<&'static str>,
     printed_header: bool,
@@ -128,7 +128,7 @@ pub struct StreamingTable {
 
 impl StreamingTable {
     /// A table with these column titles.
-    pub fn new(header: Vec<&'static str>) -> Self {
+    pub(crate) fn new(header: Vec<&'static str>) -> Self {
         Self {
             widths: header.iter().map(|h| h.len()).collect(),
             header,
@@ -137,7 +137,7 @@ impl StreamingTable {
     }
 
     /// Prints a batch of rows (the first batch also sizes the columns).
-    pub fn rows(&mut self, out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()> {
+    pub(crate) fn rows(&mut self, out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()> {
         if !self.printed_header {
             for row in rows {
                 for (w, cell) in self.widths.iter_mut().zip(row) {
@@ -155,7 +155,7 @@ impl StreamingTable {
     }
 
     /// Prints the header if no row came.
-    pub fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+    pub(crate) fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
         if !self.printed_header {
             self.rows(out, &[])?;
         }
@@ -178,7 +178,7 @@ impl StreamingTable {
 }
 
 /// Elapsed time since an RFC 3339 creation time, for humans ("3h", "2d").
-pub fn age(t: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn age(t: Option<&prost_types::Timestamp>) -> String {
     let Some(t) = t else {
         return String::new();
     };

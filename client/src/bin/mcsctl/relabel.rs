@@ -11,7 +11,7 @@ use crate::output::{self, Format};
 use crate::Failure;
 
 /// Follows a relabel stream to its end and prints the summary.
-pub async fn show(
+pub(crate) async fn show(
     stream: &mut tonic::Streaming<RelabelProgress>,
     format: Format,
     out: &mut impl Write,

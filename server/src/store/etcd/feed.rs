@@ -60,7 +60,7 @@ impl OwnWrites {
     }
 
     /// A commit at `revision` wrote `keys`.
-    pub fn record<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, revision: i64) {
+    pub(super) fn record<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>, revision: i64) {
         let mut own = self.own();
         own.revisions.insert(revision);
         for key in keys.into_iter().filter(|k| absolute(k)) {
@@ -69,7 +69,7 @@ impl OwnWrites {
     }
 
     /// Forgets writes at or before `revision`: nothing older will come.
-    pub fn forget_through(&self, revision: i64) {
+    pub(super) fn forget_through(&self, revision: i64) {
         let mut own = self.own();
         own.revisions = own.revisions.split_off(&(revision + 1));
         own.latest.retain(|_, r| *r > revision);
@@ -150,7 +150,7 @@ pub(super) struct EtcdFeed {
 impl EtcdFeed {
     /// Starts following `prefix` from revision `from`; what it reports
     /// also refreshes the revisions in `seen`.
-    pub fn start(
+    pub(super) fn start(
         watch: WatchClient,
         prefix: Vec<u8>,
         from: i64,

@@ -84,7 +84,7 @@ impl Revisions {
 
     /// `key` held `canonical` at `revision`. An older sighting than the one
     /// kept is ignored: reads and the feed can arrive out of order.
-    pub fn saw(&self, key: &[u8], revision: i64, canonical: Vec<u8>) {
+    pub(super) fn saw(&self, key: &[u8], revision: i64, canonical: Vec<u8>) {
         let mut kept = self.lock();
         if kept.get(key).is_some_and(|s| s.revision > revision) {
             return;
@@ -100,7 +100,7 @@ impl Revisions {
 
     /// Like [`Revisions::saw`] with the raw value read from etcd; a value
     /// that does not decode is not kept (the read reports it).
-    pub fn saw_raw(&self, key: &[u8], revision: i64, raw: &[u8]) {
+    pub(super) fn saw_raw(&self, key: &[u8], revision: i64, raw: &[u8]) {
         if let Ok(canonical) = canonical(key, raw) {
             self.saw(key, revision, canonical);
         }
@@ -109,14 +109,14 @@ impl Revisions {
     /// Like [`Revisions::saw_raw`], but only for a key already kept: the
     /// change feed reports every record any instance writes, and keeping
     /// them all would push out the ones this instance is about to change.
-    pub fn refresh(&self, key: &[u8], revision: i64, raw: &[u8]) {
+    pub(super) fn refresh(&self, key: &[u8], revision: i64, raw: &[u8]) {
         if self.lock().get(key).is_some_and(|s| s.revision < revision) {
             self.saw_raw(key, revision, raw);
         }
     }
 
     /// `key` was deleted at `revision` (or found absent at it).
-    pub fn gone(&self, key: &[u8], revision: i64) {
+    pub(super) fn gone(&self, key: &[u8], revision: i64) {
         let mut kept = self.lock();
         if kept.get(key).is_some_and(|s| s.revision <= revision) {
             kept.current.remove(key);
@@ -126,7 +126,7 @@ impl Revisions {
 
     /// The revision at which `key` was last seen holding `canonical`, if it
     /// was last seen holding exactly that.
-    pub fn revision_of(&self, key: &[u8], canonical: &[u8]) -> Option<i64> {
+    pub(super) fn revision_of(&self, key: &[u8], canonical: &[u8]) -> Option<i64> {
         self.lock()
             .get(key)
             .filter(|s| s.canonical == canonical)

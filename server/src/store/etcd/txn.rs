@@ -135,7 +135,10 @@ impl Planned {
     /// Each expectation as a check, where it can be told without a read:
     /// absence always, a record when `revision_of(key, expected bytes)`
     /// knows the revision at which the key held it.
-    pub fn checks(&self, revision_of: impl Fn(&[u8], &[u8]) -> Option<i64>) -> Vec<Option<Check>> {
+    pub(super) fn checks(
+        &self,
+        revision_of: impl Fn(&[u8], &[u8]) -> Option<i64>,
+    ) -> Vec<Option<Check>> {
         self.expects
             .iter()
             .map(|(key, expect)| match expect {
@@ -146,7 +149,7 @@ impl Planned {
     }
 
     /// The etcd compares, with keys under `prefix`, one per expectation.
-    pub fn compares(&self, prefix: &[u8], checks: &[Check]) -> Vec<Compare> {
+    pub(super) fn compares(&self, prefix: &[u8], checks: &[Check]) -> Vec<Compare> {
         self.expects
             .iter()
             .zip(checks)
@@ -163,7 +166,7 @@ impl Planned {
     }
 
     /// The writes, run when every compare holds.
-    pub fn success(&self, prefix: &[u8]) -> Vec<TxnOp> {
+    pub(super) fn success(&self, prefix: &[u8]) -> Vec<TxnOp> {
         self.writes
             .iter()
             .map(|(key, value)| {
@@ -177,7 +180,7 @@ impl Planned {
     }
 
     /// Reads of the compared keys, run when a compare fails.
-    pub fn failure(&self, prefix: &[u8]) -> Vec<TxnOp> {
+    pub(super) fn failure(&self, prefix: &[u8]) -> Vec<TxnOp> {
         self.expects
             .iter()
             .map(|(key, _)| TxnOp::get([prefix, key].concat(), None))
@@ -185,7 +188,7 @@ impl Planned {
     }
 
     /// What another writer changed, from the failure branch's reads.
-    pub fn conflict(&self, checks: &[Check], reads: &[TxnOpResponse]) -> String {
+    pub(super) fn conflict(&self, checks: &[Check], reads: &[TxnOpResponse]) -> String {
         for (((key, _), check), read) in self.expects.iter().zip(checks).zip(reads) {
             let found = match read {
                 TxnOpResponse::Get(get) => get.kvs().first(),
