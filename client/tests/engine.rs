@@ -273,6 +273,25 @@ async fn docker_gets_a_label_and_a_pod_one_level_for_all() {
         format!("--security-opt label=level:{level} --label io.mcsd.key=k1")
     );
     assert_eq!(get(&s, "k1").await.unwrap().owner, "docker");
+    let env = s.dir.path().join("web.env");
+    let o = mcsctl(
+        &s.socket,
+        &[
+            "engine-args",
+            "--engine",
+            "docker",
+            "--key",
+            "k1",
+            "--env-file",
+            env.to_str().unwrap(),
+        ],
+        "",
+    );
+    let line = ok(&o);
+    assert_eq!(
+        std::fs::read_to_string(&env).unwrap(),
+        format!("MCSD_LEVEL={level}\nMCSD_KEY=k1\nMCSD_ARGS={line}")
+    );
 
     let (_, key, pod_level) = engine_args(&s, &["--pod", "web"]);
     assert_eq!(key, "mcsd-pod-web");

@@ -156,6 +156,27 @@ pub fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Result<()> 
     writeln!(out, "{}", args.join(" "))
 }
 
+/// Writes `MCSD_LEVEL=`, `MCSD_KEY=`, `MCSD_ARGS=` (no quotes needed: the
+/// values have no spaces but MCSD_ARGS, which systemd and compose take
+/// whole up to the end of the line) through a temporary file renamed into
+/// place, so a reader never sees half of it.
+pub fn write_env_file(
+    path: &std::path::Path,
+    granted: &Granted,
+    args: &[String],
+) -> std::io::Result<()> {
+    let text = format!(
+        "MCSD_LEVEL={}\nMCSD_KEY={}\nMCSD_ARGS={}\n",
+        granted.level,
+        granted.key,
+        args.join(" ")
+    );
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Allocates, then replaces mcsctl with the engine, the arguments inserted.
 /// Returns only if that fails (the placeholder is released again then).
 pub async fn exec(

@@ -104,6 +104,10 @@ enum Command {
         engine: engine::Engine,
         #[command(flatten)]
         request: EngineRequest,
+        /// Also write MCSD_LEVEL=, MCSD_KEY= and MCSD_ARGS= to this file
+        /// (systemd EnvironmentFile=, compose .env)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
     },
     /// Run the engine with mcsd's arguments inserted after run/create/pod
     /// create: `mcsctl engine-run -- podman run IMAGE`
@@ -228,9 +232,17 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let format = if wide { Format::Table } else { cli.output };
     match cli.command {
         Command::Completions { .. } | Command::Man | Command::Hook { .. } => unreachable!(),
-        Command::EngineArgs { engine, request } => {
+        Command::EngineArgs {
+            engine,
+            request,
+            env_file,
+        } => {
             let granted = engine::allocate(&mut client, engine, &request.into_request()).await?;
             let args = granted.args(engine, false);
+            if let Some(path) = env_file {
+                engine::write_env_file(&path, &granted, &args)
+                    .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?;
+            }
             match format {
                 Format::Json => output::print_json(
                     out,
