@@ -417,6 +417,16 @@ async fn bad_input_is_one_line_and_exit_1() {
         "{e}"
     );
     assert!(get(&s, "c3").await.is_none());
+    // Process and mount label at different levels: not what an engine writes.
+    c["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0:c1,c2");
+    c["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c3");
+    std::fs::write(&path, c.to_string()).unwrap();
+    let e = refused(&hook(&s, &st));
+    assert!(
+        e.contains("process level s0:c1,c2 and mount level s0:c1,c3 differ"),
+        "{e}"
+    );
+    assert!(get(&s, "c3").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,6 +449,17 @@ async fn mcsd_down_refuses_keyed_containers_only() {
         &plain,
     ));
     assert!(e.contains("--require-mcsd"), "{e}");
+
+    // An mcsd that accepts but never answers counts as unreachable.
+    let _mute = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let start = std::time::Instant::now();
+    let e = refused(&mcsctl(
+        &socket,
+        &["hook", "create-runtime", "--timeout", "300ms"],
+        &keyed,
+    ));
+    assert!(e.contains("no answer in 300ms"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
