@@ -110,8 +110,18 @@ fn config_from_podman() -> Result<Value, String> {
     std::fs::create_dir_all(d.join("root/bin")).unwrap();
     std::fs::copy(busybox, d.join("root/bin/busybox")).map_err(|e| e.to_string())?;
     std::os::unix::fs::symlink("busybox", d.join("root/bin/sh")).unwrap();
+    // The shipped hooks.d file, its path rewritten as `make install` does.
+    let hooks = d.join("hooks.d");
+    std::fs::create_dir(&hooks).unwrap();
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/oci-hooks/mcsd-record.json");
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let text = text.replace("/usr/bin/mcsctl", env!("CARGO_BIN_EXE_mcsctl"));
+    std::fs::write(hooks.join("mcsd-record.json"), text).unwrap();
     let run = |args: &[&str]| -> Result<Output, String> {
         Command::new("podman")
+            .arg("--hooks-dir")
+            .arg(&hooks)
             .arg("--root")
             .arg(d.join("storage"))
             .arg("--runroot")
@@ -544,7 +554,8 @@ async fn engine_run_inserts_the_arguments_after_the_subcommand() {
 }
 
 /// The bundles above are podman's own: the key given with `--annotation`
-/// reaches config.json's annotations, where the hook reads it.
+/// reaches config.json's annotations, where the hook reads it, and podman
+/// accepts the shipped hooks.d file (stage createRuntime, always).
 #[test]
 fn podman_puts_the_key_annotation_into_config_json() {
     if Command::new("podman").arg("--version").output().is_err() {
@@ -556,4 +567,13 @@ fn podman_puts_the_key_annotation_into_config_json() {
     assert_eq!(a["io.mcsd.key"], "mcsd-0000000000000000", "{a}");
     assert_eq!(a["io.container.manager"], "libpod");
     assert_eq!(a["io.podman.annotations.label"], "level:s0:c1,c2");
+    // podman read deploy/oci-hooks/mcsd-record.json and put the hook in.
+    let hook = &config["hooks"]["createRuntime"][0];
+    assert_eq!(
+        hook["path"],
+        env!("CARGO_BIN_EXE_mcsctl"),
+        "{}",
+        config["hooks"]
+    );
+    assert_eq!(hook["args"], json!(["mcsctl", "hook", "create-runtime"]));
 }
