@@ -472,6 +472,56 @@ async fn mcsd_down_refuses_keyed_containers_only() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// A caller without the admin role (rootless podman as a plain user) is
+/// treated like mcsd being down: keyed containers refused, others run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_mcsd_refuses_is_treated_like_mcsd_down() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "runs the hook as nobody"
+    );
+    let s = daemon().await;
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(s.dir.path(), open.clone()).unwrap();
+    std::fs::set_permissions(&s.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let as_nobody = |stdin: &str| {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_mcsctl"))
+            .arg("--socket")
+            .arg(&s.socket)
+            .args(["hook", "create-runtime"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("setpriv (util-linux)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let keyed = bundle(s.dir.path(), "keyed", Some("s0:c1,c2"), Some("mcsd-1"));
+    let plain = bundle(s.dir.path(), "plain", Some("s0:c1,c2"), None);
+    for id in ["keyed", "plain"] {
+        std::fs::set_permissions(s.dir.path().join(id), open.clone()).unwrap();
+    }
+    let e = refused(&as_nobody(&keyed));
+    assert!(
+        e.contains("refused keyed") && e.contains("mcsd refused this caller"),
+        "{e}"
+    );
+    let o = as_nobody(&plain);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("started unrecorded at s0:c1,c2"));
+    assert!(get(&s, "plain").await.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_run_inserts_the_arguments_after_the_subcommand() {
     let s = daemon().await;

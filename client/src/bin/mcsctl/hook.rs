@@ -293,6 +293,9 @@ async fn register(client: &mut Client, c: &Container, level: &str) -> Result<Out
                 "{id} not recorded: {e}; no mcsd allocation can share it"
             )))
         }
+        // This caller may not allocate (e.g. rootless podman as a user
+        // without the admin role): mcsd cannot record, as when it is down.
+        Err(e) if e.code() == Some(Code::PermissionDenied) => Err(e),
         Err(e) if e.code().is_some() => Ok(refuse(e.to_string())),
         Err(e) => Err(e),
     }
@@ -314,7 +317,8 @@ pub async fn create_runtime(
             out,
             "{NAME}: {} has no SELinux label (SELinux off or label=disable); nothing to record",
             c.id
-        );
+        )
+        .and_then(|()| out.flush());
         return Ok(());
     };
     let attempt = async {
@@ -323,31 +327,38 @@ pub async fn create_runtime(
     };
     let outcome = match tokio::time::timeout(args.timeout, attempt).await {
         Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) if e.code() == Some(Code::PermissionDenied) => {
+            Err(format!("mcsd refused this caller ({e})"))
+        }
+        Ok(Err(e)) => Err(format!("mcsd is unreachable ({e})")),
         Err(_) => Err(format!(
-            "no answer in {}",
+            "mcsd is unreachable (no answer in {})",
             humantime::format_duration(args.timeout)
         )),
     };
     match outcome {
         Ok(Outcome::Recorded(note)) => {
-            let _ = writeln!(out, "{NAME}: {note}");
+            // For the engine's log; a closed stdout must not turn a
+            // recorded start into a refused one.
+            let _ = writeln!(out, "{NAME}: {note}").and_then(|()| out.flush());
             Ok(())
         }
         Ok(Outcome::Refused(message)) => Err(message),
         Err(e) => match &c.key {
             Some(key) => Err(format!(
-                "{NAME}: refused {}: it asked for mcsd's level ({}={key}) and mcsd is unreachable ({e}); start mcsd, then start the container again",
+                "{NAME}: refused {}: it asked for mcsd's level ({}={key}) and {e}; make mcsd record it (start mcsd, or run the engine as an mcsd admin), then start the container again",
                 c.id,
                 crate::engine::KEY_ANNOTATION
             )),
             None if args.require_mcsd => Err(format!(
-                "{NAME}: refused {}: mcsd is unreachable ({e}) and --require-mcsd is set; start mcsd, then start the container again",
+                "{NAME}: refused {}: {e} and --require-mcsd is set; make mcsd record it (start mcsd, or run the engine as an mcsd admin), then start the container again",
                 c.id
             )),
             None => {
-                eprintln!(
-                    "{NAME}: {} started unrecorded at {level}: mcsd is unreachable ({e}); mcsd holds it when it scans the engine's containers at start",
+                // Never fail the start over a log line (stderr may be closed).
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{NAME}: {} started unrecorded at {level}: {e}; mcsd holds it when it next starts and scans the engine's containers",
                     c.id
                 );
                 Ok(())
