@@ -40,6 +40,8 @@ install-files:
 	install -D -m 0640 deploy/mcsd.toml $(DESTDIR)$(SYSCONFDIR)/mcsd/mcsd.toml
 	install -D -m 0644 deploy/oci-hooks/mcsd-release.json $(DESTDIR)$(HOOKSDIR)/mcsd-release.json
 	sed -i 's|/usr/bin/mcsctl|$(BINDIR)/mcsctl|' $(DESTDIR)$(HOOKSDIR)/mcsd-release.json
+	install -D -m 0644 deploy/oci-hooks/mcsd-record.json $(DESTDIR)$(HOOKSDIR)/mcsd-record.json
+	sed -i 's|/usr/bin/mcsctl|$(BINDIR)/mcsctl|' $(DESTDIR)$(HOOKSDIR)/mcsd-record.json
 	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1
 	$(BIN)/mcsd --man > $(DESTDIR)$(MANDIR)/man8/mcsd.8
 	$(BIN)/mcsctl man > $(DESTDIR)$(MANDIR)/man1/mcsctl.1

@@ -65,6 +65,7 @@ fn make_install_lays_out_the_package_tree() {
         ("usr/lib/tmpfiles.d/mcsd.conf", 0o644),
         ("etc/mcsd/mcsd.toml", 0o640),
         ("usr/share/containers/oci/hooks.d/mcsd-release.json", 0o644),
+        ("usr/share/containers/oci/hooks.d/mcsd-record.json", 0o644),
         ("usr/share/man/man8/mcsd.8", 0o644),
         ("usr/share/man/man1/mcsctl.1", 0o644),
         ("usr/share/bash-completion/completions/mcsctl", 0o644),
@@ -89,6 +90,12 @@ fn make_install_lays_out_the_package_tree() {
         serde_json::from_str(&read("usr/share/containers/oci/hooks.d/mcsd-release.json")).unwrap();
     assert_eq!(hook["hook"]["path"], "/usr/bin/mcsctl");
     assert_eq!(hook["stages"][0], "poststop");
+    let hook: serde_json::Value =
+        serde_json::from_str(&read("usr/share/containers/oci/hooks.d/mcsd-record.json")).unwrap();
+    assert_eq!(hook["hook"]["path"], "/usr/bin/mcsctl");
+    assert_eq!(hook["hook"]["args"][2], "create-runtime");
+    assert_eq!(hook["stages"][0], "createRuntime");
+    assert_eq!(hook["when"]["always"], true);
 }
 
 #[test]
@@ -252,6 +259,7 @@ fn the_rpm_spec_builds_mcsd_mcsd_selinux_and_a_source_package() {
         "/usr/lib/tmpfiles.d/mcsd.conf",
         "/etc/mcsd/mcsd.toml",
         "/usr/share/containers/oci/hooks.d/mcsd-release.json",
+        "/usr/share/containers/oci/hooks.d/mcsd-record.json",
         "/usr/share/man/man8/mcsd.8",
         "/usr/share/man/man1/mcsctl.1",
     ] {

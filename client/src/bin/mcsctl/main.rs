@@ -3,6 +3,7 @@
 //! Every command prints a human table by default and JSON with `-o json`.
 //! Errors print one line on stderr and exit with status 1.
 
+mod engine;
 mod hook;
 mod list;
 mod output;
@@ -38,6 +39,10 @@ enum HookStage {
     /// Release the container's label; reads the OCI state JSON on stdin.
     /// Never fails the teardown: problems are reported on stderr, exit 0.
     Poststop,
+    /// Record the level the engine gave the container (bundle's
+    /// config.json) under its id; refuse the start (exit 1) if another
+    /// container holds that pair. Reads the OCI state JSON on stdin.
+    CreateRuntime(hook::CreateRuntimeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +95,28 @@ enum Command {
     Hook {
         #[command(subcommand)]
         stage: HookStage,
+    },
+    /// Allocate a level and print the engine's arguments for it on one line:
+    /// `podman run $(mcsctl engine-args) IMAGE`
+    EngineArgs {
+        /// The engine whose arguments to print
+        #[arg(long, value_enum, default_value = "podman")]
+        engine: engine::Engine,
+        #[command(flatten)]
+        request: EngineRequest,
+        /// Also write MCSD_LEVEL=, MCSD_KEY= and MCSD_ARGS= to this file
+        /// (systemd EnvironmentFile=, compose .env)
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
+    /// Run the engine with mcsd's arguments inserted after run/create/pod
+    /// create: `mcsctl engine-run -- podman run IMAGE`
+    EngineRun {
+        #[command(flatten)]
+        request: EngineRequest,
+        /// The engine's command line
+        #[arg(last = true, required = true, value_name = "ENGINE ARGS")]
+        argv: Vec<String>,
     },
     /// Print shell completions
     #[command(hide = true)]
@@ -146,6 +173,32 @@ enum Command {
     },
 }
 
+/// What engine-args and engine-run allocate.
+#[derive(Debug, clap::Args)]
+struct EngineRequest {
+    /// Share one level with every container started with the same --pod
+    /// (the group mcsd-pod-POD)
+    #[arg(long)]
+    pod: Option<String>,
+    /// Who holds the allocation [default: the engine's name]
+    #[arg(long)]
+    owner: Option<String>,
+    /// The group key put on the container [default: mcsd-<16 random hex
+    /// digits>, or mcsd-pod-POD with --pod]
+    #[arg(long)]
+    key: Option<String>,
+}
+
+impl EngineRequest {
+    fn into_request(self) -> engine::Request {
+        engine::Request {
+            pod: self.pod,
+            owner: self.owner,
+            key: self.key,
+        }
+    }
+}
+
 async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let socket = mcs_client::socket_path(cli.socket.as_deref());
     // Commands that need no daemon.
@@ -165,6 +218,13 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             hook::poststop(&socket, out).await;
             return Ok(());
         }
+        Command::Hook {
+            stage: HookStage::CreateRuntime(args),
+        } => {
+            return hook::create_runtime(&socket, &args, out)
+                .await
+                .map_err(Failure::Hook);
+        }
         _ => {}
     }
     let mut client = Client::connect(&socket).await?;
@@ -172,6 +232,28 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let format = if wide { Format::Table } else { cli.output };
     match cli.command {
         Command::Completions { .. } | Command::Man | Command::Hook { .. } => unreachable!(),
+        Command::EngineArgs {
+            engine,
+            request,
+            env_file,
+        } => {
+            let granted = engine::allocate(&mut client, engine, &request.into_request()).await?;
+            let args = granted.args(engine, false);
+            if let Some(path) = env_file {
+                engine::write_env_file(&path, &granted, &args)
+                    .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?;
+            }
+            match format {
+                Format::Json => output::print_json(
+                    out,
+                    &json!({"engine": engine.name(), "key": granted.key, "level": granted.level, "args": args}),
+                )?,
+                Format::Table | Format::Wide => engine::print_args(out, &args)?,
+            }
+        }
+        Command::EngineRun { request, argv } => {
+            return engine::exec(&mut client, request.into_request(), argv).await;
+        }
         Command::Status => {
             let s = client.status().await?;
             match format {
@@ -524,6 +606,9 @@ enum Failure {
     Output(#[from] io::Error),
     #[error("{0}")]
     Input(String),
+    /// A hook's refusal: printed as is (it names its stage), exit 1.
+    #[error("{0}")]
+    Hook(String),
 }
 
 fn main() -> ExitCode {
@@ -546,6 +631,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (mcsctl list | head) is not an error worth a message.
         Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Hook(message)) => {
+            eprintln!("{}", message.replace('\n', " "));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             let message = e.to_string().replace('\n', " ");
             eprintln!("mcsctl: {message}");
