@@ -16,14 +16,14 @@ use std::io::{Read, Write};
 use mcs_client::{Allocate, Client};
 
 /// The annotation (podman, CRI-O) or label (docker) carrying mcsd's key.
-pub const KEY_ANNOTATION: &str = "io.mcsd.key";
+pub(crate) const KEY_ANNOTATION: &str = "io.mcsd.key";
 
 /// The prefix of the group key `--pod POD` uses: `mcsd-pod-POD`.
-pub const POD_KEY_PREFIX: &str = "mcsd-pod-";
+pub(crate) const POD_KEY_PREFIX: &str = "mcsd-pod-";
 
 /// The engines whose arguments mcsctl knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
+pub(crate) enum Engine {
     /// podman run|create|pod create
     Podman,
     /// docker run|create
@@ -31,7 +31,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Engine::Podman => "podman",
             Engine::Docker => "docker",
@@ -39,7 +39,7 @@ impl Engine {
     }
 
     /// The engine an executable path names (`/usr/bin/podman` → podman).
-    pub fn from_program(program: &str) -> Option<Engine> {
+    pub(crate) fn from_program(program: &str) -> Option<Engine> {
         let base = program.rsplit('/').next().unwrap_or(program);
         match base {
             "podman" | "podman-remote" => Some(Engine::Podman),
@@ -51,7 +51,7 @@ impl Engine {
 
 /// What to allocate.
 #[derive(Debug, Clone, Default)]
-pub struct Request {
+pub(crate) struct Request {
     pub pod: Option<String>,
     pub owner: Option<String>,
     pub key: Option<String>,
@@ -59,7 +59,7 @@ pub struct Request {
 
 /// A level allocated for one container (or pod) and the key that ties it.
 #[derive(Debug, Clone)]
-pub struct Granted {
+pub(crate) struct Granted {
     pub key: String,
     pub level: String,
 }
@@ -68,7 +68,7 @@ impl Granted {
     /// The engine's arguments. `pod_create`: for `podman pod create`, which
     /// takes no `--annotation` (podman 4.3): the level only; the pod's
     /// infra container is let into the group by the hook (see hook.rs).
-    pub fn args(&self, engine: Engine, pod_create: bool) -> Vec<String> {
+    pub(crate) fn args(&self, engine: Engine, pod_create: bool) -> Vec<String> {
         let mut args = vec![
             "--security-opt".to_owned(),
             format!("label=level:{}", self.level),
@@ -95,7 +95,7 @@ fn random_key() -> std::io::Result<String> {
 }
 
 /// The group key of a request: `--key`, else `mcsd-pod-POD`, else random.
-pub fn key_of(request: &Request) -> Result<String, String> {
+pub(crate) fn key_of(request: &Request) -> Result<String, String> {
     match (&request.key, &request.pod) {
         (Some(key), _) => Ok(key.clone()),
         (None, Some(pod)) => Ok(format!("{POD_KEY_PREFIX}{pod}")),
@@ -105,7 +105,7 @@ pub fn key_of(request: &Request) -> Result<String, String> {
 
 /// Allocates the placeholder member `K` of group `K` (again, for a pod:
 /// every member gets the group's level).
-pub async fn allocate(
+pub(crate) async fn allocate(
     client: &mut Client,
     engine: Engine,
     request: &Request,
@@ -127,7 +127,7 @@ pub async fn allocate(
 /// Where the engine's arguments go in `argv` (engine first): right after
 /// `run`/`create`, `container run|create` or `pod create`. Returns the
 /// index to insert at and whether it is `pod create`.
-pub fn insertion_point(argv: &[String]) -> Result<(usize, bool), String> {
+pub(crate) fn insertion_point(argv: &[String]) -> Result<(usize, bool), String> {
     let mut i = 1;
     while i < argv.len() {
         match argv[i].as_str() {
@@ -152,7 +152,7 @@ pub fn insertion_point(argv: &[String]) -> Result<(usize, bool), String> {
 
 /// Prints the arguments on one line (word-splits in `$(...)`: no spaces,
 /// no glob characters in them).
-pub fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Result<()> {
+pub(crate) fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Result<()> {
     writeln!(out, "{}", args.join(" "))
 }
 
@@ -160,7 +160,7 @@ pub fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Result<()> 
 /// values have no spaces but MCSD_ARGS, which systemd and compose take
 /// whole up to the end of the line) through a temporary file renamed into
 /// place, so a reader never sees half of it.
-pub fn write_env_file(
+pub(crate) fn write_env_file(
     path: &std::path::Path,
     granted: &Granted,
     args: &[String],
@@ -179,7 +179,7 @@ pub fn write_env_file(
 
 /// Allocates, then replaces mcsctl with the engine, the arguments inserted.
 /// Returns only if that fails (the placeholder is released again then).
-pub async fn exec(
+pub(crate) async fn exec(
     client: &mut Client,
     request: Request,
     mut argv: Vec<String>,

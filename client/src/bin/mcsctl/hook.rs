@@ -85,7 +85,7 @@ pub(crate) async fn poststop(socket: &Path, out: &mut impl Write) {
 
 /// Options of `mcsctl hook create-runtime` (set in the hooks.d file).
 #[derive(Debug, Clone, clap::Args)]
-pub struct CreateRuntimeArgs {
+pub(crate) struct CreateRuntimeArgs {
     /// Owner of the allocations [default: podman for libpod's containers
     /// (annotation io.container.manager=libpod), crio for CRI-O's, else oci]
     #[arg(long)]
@@ -102,7 +102,7 @@ const NAME: &str = "mcsctl hook create-runtime";
 
 /// What the hook read: the container, its level, its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
+pub(crate) struct Container {
     pub id: String,
     /// None when config.json carries no SELinux label.
     pub level: Option<String>,
@@ -128,7 +128,7 @@ fn str_at<'a>(value: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// Reads the OCI state (stdin) and the bundle's config.json.
-pub fn read_container(state: &str, owner: Option<&str>) -> Result<Container, String> {
+pub(crate) fn read_container(state: &str, owner: Option<&str>) -> Result<Container, String> {
     let state: serde_json::Value = serde_json::from_str(state)
         .map_err(|e| format!("the OCI state on stdin is not JSON: {e}"))?;
     let id = str_at(&state, &["id"])
@@ -302,7 +302,7 @@ async fn register(client: &mut Client, c: &Container, level: &str) -> Result<Out
 }
 
 /// Runs the hook; `Err` is the one-line message for stderr (exit 1).
-pub async fn create_runtime(
+pub(crate) async fn create_runtime(
     socket: &Path,
     args: &CreateRuntimeArgs,
     out: &mut impl Write,
