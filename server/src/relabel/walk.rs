@@ -748,7 +748,7 @@ mod streak_tests {
     #[test]
     fn blind_after_enough_differing_reads_probing_every_kth_entry() {
         let mut s = Streak::default();
-        for _ in 0..BLIND_AFTER - 1 {
+        for _ in 1..BLIND_AFTER {
             s.read(true);
             assert!(!s.blind());
         }
