@@ -8,6 +8,13 @@
 //! open descriptors grow with the tree's depth and the pending directories,
 //! never with the number of files.
 //!
+//! Reads before writes: every entry's label is read and written only if
+//! it differs, so a second run over a labeled tree writes nothing. On a
+//! tree labeled otherwise that is two syscalls an entry; a worker whose
+//! recent reads all differed writes blind instead (one syscall), probing
+//! now and then: see [`BLIND_AFTER`], [`PROBE_EVERY`] and
+//! [`Totals::blind`].
+//!
 //! Hard links: an entry that is not a directory and has more than one link
 //! (`st_nlink > 1`) may share its inode with a name outside the tree (a
 //! root-only file linked into a volume), and a label is the inode's, not
@@ -255,10 +262,11 @@ pub const BLIND_AFTER: u32 = 16;
 /// In blind mode, every `PROBE_EVERY`-th entry is read first anyway, and
 /// a read that finds the label wanted ends blind mode.
 ///
-/// Why 32: a probe costs one read, about 60 % of a write (the relabel
-/// bench: reading a labeled tree takes 0.35 s of CPU for 100k entries,
-/// reading and writing one labeled otherwise 0.65 s), so 1 in 32 adds
-/// about 2 % to a blind walk: inside the 5 % that the bare loop allows.
+/// Why 32: a probe costs one read, about 40 % of what a blind entry costs
+/// (the relabel bench, CPU for 100k entries on ext4: reading and writing
+/// each 0.65 s, writing only 0.47 s), so 1 in 32 adds about 1 % to a blind
+/// walk, well inside the 5 % that the bare loop allows; 64 would save
+/// half of that and double the bound below.
 /// It also bounds the harm where a right stretch follows a wrong one in
 /// the same worker's order: at most 31 right labels rewritten (counted in
 /// [`Totals::blind`]) before a probe sees it. Each directory's own label is
