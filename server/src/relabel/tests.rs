@@ -627,3 +627,210 @@ fn without_openat2_a_root_is_opened_by_components_and_symlinks_are_refused() {
 fn libc_eloop() -> i32 {
     rustix::io::Errno::LOOP.raw_os_error()
 }
+
+/// A tree of `dirs` directories of `files` files each (plus a symlink in
+/// each), every entry labeled `with` by a first relabel. Returns every
+/// path in it, root included.
+fn labeled_tree(root: &Path, dirs: usize, files: usize, with: &[u8]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(root).unwrap();
+    let mut all = vec![root.to_owned()];
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        all.push(dir.clone());
+        for f in 0..files {
+            let file = dir.join(format!("f{f:04}"));
+            std::fs::write(&file, "x").unwrap();
+            all.push(file);
+        }
+        let link = dir.join("link");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        all.push(link);
+    }
+    let out = run(root, with, false);
+    assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
+    for p in &all {
+        assert_eq!(label(p).as_deref(), Some(with), "{}", p.display());
+    }
+    all
+}
+
+fn ctimes(paths: &[PathBuf]) -> Vec<(i64, i64)> {
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(p).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        })
+        .collect()
+}
+
+/// A tree labeled otherwise (every volume under SELinux) is written blind
+/// after the first reads, and still ends with every entry labeled, every
+/// write counted once.
+fn blind_mode_labels_every_entry(fstype: &str) {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let _mount = (fstype == "tmpfs").then(|| Mount::new("tmpfs", &base.path().join("m")));
+    let root = base.path().join("m/vol");
+    let all = labeled_tree(&root, 4, 500, SHARED);
+    let out = run(&root, PRIVATE, false);
+    assert_eq!(
+        (out.totals.changed, out.totals.unchanged, out.totals.failed),
+        (all.len() as u64, 0, 0),
+        "{:?}",
+        out.errors
+    );
+    // Blind mode did run, for most entries: all but the reads that start
+    // it and the probes.
+    assert!(
+        out.totals.blind > all.len() as u64 / 2,
+        "{} of {} written blind",
+        out.totals.blind,
+        all.len()
+    );
+    for p in &all {
+        assert_eq!(label(p).as_deref(), Some(PRIVATE), "{}", p.display());
+    }
+    // The symlinks' target was not touched.
+    assert_ne!(label(Path::new("/etc/passwd")).as_deref(), Some(PRIVATE));
+}
+
+#[test]
+fn a_tree_labeled_otherwise_ends_fully_labeled_in_blind_mode_on_ext4() {
+    blind_mode_labels_every_entry("ext4");
+}
+
+#[test]
+fn a_tree_labeled_otherwise_ends_fully_labeled_in_blind_mode_on_tmpfs() {
+    blind_mode_labels_every_entry("tmpfs");
+}
+
+/// How many attribute writes (`setxattr` calls among them) the kernel
+/// reports on `dirs` and their entries while `f` runs: inotify's
+/// `IN_ATTRIB`, sent for every successful `setxattr`, even one that ext4
+/// turns into nothing because the value is the same (it keeps the ctime
+/// then, so ctimes alone cannot tell a rewrite there).
+fn attribute_writes<T>(dirs: &[&Path], f: impl FnOnce() -> T) -> (T, usize) {
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+    for d in dirs {
+        inotify::add_watch(&fd, *d, inotify::WatchFlags::ATTRIB).unwrap();
+    }
+    let out = f();
+    let mut buf = [std::mem::MaybeUninit::uninit(); 1 << 16];
+    let mut reader = inotify::Reader::new(&fd, &mut buf);
+    let mut n = 0;
+    loop {
+        match reader.next() {
+            Ok(_) => n += 1,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("reading inotify events: {e}"),
+        }
+    }
+    (out, n)
+}
+
+/// After a relabel that went blind, a second one over the same tree only
+/// reads: no label written, no ctime moved,
+/// and no `setxattr` made (counted through inotify).
+fn second_run_writes_nothing(fstype: &str) {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let _mount = (fstype == "tmpfs").then(|| Mount::new("tmpfs", &base.path().join("m")));
+    let root = base.path().join("m/vol");
+    let all = labeled_tree(&root, 4, 500, SHARED);
+    let first = run(&root, PRIVATE, false);
+    assert!(first.totals.blind > 0, "the first run went blind");
+    let before = ctimes(&all);
+    std::thread::sleep(Duration::from_millis(20));
+    let dirs: Vec<&Path> = all
+        .iter()
+        .filter(|p| p.symlink_metadata().unwrap().is_dir())
+        .map(|p| p.as_path())
+        .collect();
+    let (second, writes) = attribute_writes(&dirs, || run(&root, PRIVATE, false));
+    assert_eq!(writes, 0, "the second run wrote {writes} attributes");
+    assert_eq!(
+        (
+            second.totals.changed,
+            second.totals.blind,
+            second.totals.unchanged,
+            second.totals.failed
+        ),
+        (0, 0, all.len() as u64, 0)
+    );
+    let after = ctimes(&all);
+    let moved = all
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| b != a)
+        .count();
+    assert_eq!(moved, 0, "{moved} entries rewritten by the second run");
+}
+
+#[test]
+fn a_second_run_over_a_labeled_tree_writes_nothing_on_ext4() {
+    second_run_writes_nothing("ext4");
+}
+
+#[test]
+fn a_second_run_over_a_labeled_tree_writes_nothing_on_tmpfs() {
+    second_run_writes_nothing("tmpfs");
+}
+
+/// A tree mostly right, a few entries wrong here and there: never blind,
+/// so `changed` is exact and right entries keep their ctime.
+#[test]
+fn a_mostly_right_tree_never_goes_blind() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("vol");
+    let all = labeled_tree(&root, 2, 500, PRIVATE);
+    // One file in ten, directories left right.
+    let wrong: Vec<&PathBuf> = all
+        .iter()
+        .filter(|p| p.symlink_metadata().unwrap().is_file())
+        .step_by(10)
+        .collect();
+    for p in &wrong {
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        xattr::set_at(c.as_bytes(), SHARED).unwrap();
+    }
+    let right: Vec<PathBuf> = all.iter().filter(|p| !wrong.contains(p)).cloned().collect();
+    let before = ctimes(&right);
+    std::thread::sleep(Duration::from_millis(20));
+    let dirs = [root.join("d0"), root.join("d1")];
+    let dirs: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
+    let (out, writes) = attribute_writes(&dirs, || run(&root, PRIVATE, false));
+    assert_eq!(
+        (out.totals.changed, out.totals.blind, out.totals.unchanged),
+        (wrong.len() as u64, 0, right.len() as u64)
+    );
+    // Exactly the wrong files were written (ext4 keeps the ctime of a
+    // same-value write, so the ctimes below alone would not tell).
+    assert_eq!(writes, wrong.len());
+    assert_eq!(before, ctimes(&right), "a right label was rewritten");
+    for p in &all {
+        assert_eq!(label(p).as_deref(), Some(PRIVATE), "{}", p.display());
+    }
+}
+
+/// After blind mode, a release restores the original labels everywhere.
+#[test]
+fn restore_after_a_blind_relabel_gives_back_the_original_labels() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("vol");
+    let all = labeled_tree(&root, 3, 400, ORIGINAL);
+    let out = run(&root, PRIVATE, false);
+    assert!(out.totals.blind > 0, "the relabel went blind");
+    let back = run(&root, ORIGINAL, false);
+    assert_eq!(
+        (back.totals.changed, back.totals.failed),
+        (all.len() as u64, 0)
+    );
+    for p in &all {
+        assert_eq!(label(p).as_deref(), Some(ORIGINAL), "{}", p.display());
+    }
+}
