@@ -102,10 +102,12 @@ probe_script() {
         cat /other/data; echo other-rc=\$?
         cat /other-data; echo other-data-rc=\$?"
 }
+# The engine the helpers below drive: podman, or docker in section 5.
+engine=podman
 # probe NAME: runs the probe in container NAME and prints what it wrote.
 probe() {
     rm -f "/ct/out/$1"
-    podman exec "$1" sh -c "$(probe_script "$1")" >/dev/null 2>&1
+    $engine exec "$1" sh -c "$(probe_script "$1")" >/dev/null 2>&1
     cat "/ct/out/$1" 2>/dev/null
 }
 # volume NAME: a fresh directory with a data file, as a host volume.
@@ -113,7 +115,7 @@ volume() {
     mkdir -p "/srv/$1"
     echo "data of $1" >"/srv/$1/data"
 }
-pid_of() { podman inspect -f '{{.State.Pid}}' "$1"; }
+pid_of() { $engine inspect -f '{{.State.Pid}}' "$1"; }
 process_label() { tr -d '\0' <"/proc/$(pid_of "$1")/attr/current"; }
 
 # isolation NAME LEVEL OTHER_VOLUME OTHER_LEVEL: the checks for one running
@@ -122,8 +124,8 @@ isolation() {
     local name=$1 level=$2 other=$3 other_level=$4 out
     check "$name runs with exactly mcsd's level ($(process_label "$name"))" \
         [ "$(process_label "$name")" = "$PROC:$level" ]
-    check "podman inspect shows it as $name's ProcessLabel" \
-        [ "$(podman inspect -f '{{.ProcessLabel}}' "$name")" = "$PROC:$level" ]
+    check "$engine inspect shows it as $name's ProcessLabel" \
+        [ "$($engine inspect -f '{{.ProcessLabel}}' "$name")" = "$PROC:$level" ]
     out=$(probe "$name")
     check "inside $name, /proc/self/attr/current is $PROC:$level" \
         grep -qx "label=$PROC:$level" <<<"$out"
@@ -303,6 +305,41 @@ check "the kernel refused the process at $level_r its rootfs at $level_n" \
 info "the denials:"
 indent "$(avcs "scontext=$PROC:$level_r " | sed 's/.*avc: *//' | sort -u | head -n 6)"
 podman rm -f neg >/dev/null 2>&1
+
+# --- 5. docker: the same with dockerd ------------------------------------------
+
+# dockerd from docker.io with its containerd and runc, overlay2, no network
+# of its own (no iptables in the guest).
+timed sh -c 'dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
+    --selinux-enabled --storage-driver=overlay2 --exec-opt native.cgroupdriver=cgroupfs \
+    >/tmp/dockerd.log 2>&1 &
+    for _ in $(seq 120); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1'
+check "dockerd starts with SELinux support (${secs} s)" \
+    sh -c 'docker info -f "{{.SecurityOptions}}" | grep -q selinux'
+docker info >/dev/null 2>&1 || indent "$(tail -n 5 /tmp/dockerd.log)"
+info "$(docker version -f 'docker {{.Server.Version}}' 2>&1), storage driver $(docker info -f '{{.Driver}}' 2>&1)"
+timed docker import /srv/images/bb.tar localhost/bb >/tmp/dimport.out 2>&1
+check "docker imports the busybox image offline (${secs} s)" docker image inspect localhost/bb
+engine=docker
+level_d=$(allocate d1)
+info "mcsd chose $level_d for d1"
+volume d1-vol
+timed docker run -d --name d1 --network none --security-opt "label=level:$level_d" $OUT \
+    -v /srv/d1-vol:/v:Z -v /srv/c1-vol:/other -v /srv/c1-vol/data:/other-data \
+    localhost/bb sleep 100000 >/tmp/d1.out 2>&1
+check "docker run -d --security-opt label=level:$level_d starts d1 (${secs} s)" \
+    sh -c '[ "$(docker inspect -f "{{.State.Running}}" d1)" = true ]'
+[ "$(docker inspect -f '{{.State.Running}}' d1 2>/dev/null)" = true ] || indent "$(cat /tmp/d1.out)"
+isolation d1 "$level_d" c1-vol "$level_1"
+before=$(docker inspect -f '{{.ProcessLabel}} {{.MountLabel}}' d1)
+timed docker stop -t 1 d1 >/dev/null 2>&1
+check "docker stop d1 (${secs} s) keeps its labels" \
+    [ "$(docker inspect -f '{{.ProcessLabel}} {{.MountLabel}}' d1)" = "$before" ]
+timed docker start d1 >/dev/null 2>&1
+check "docker start d1 (${secs} s): the new process runs at $level_d" \
+    [ "$(process_label d1)" = "$PROC:$level_d" ]
+docker rm -f d1 >/dev/null 2>&1
+engine=podman
 
 # --- end ------------------------------------------------------------------------
 
