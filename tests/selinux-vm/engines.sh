@@ -1,0 +1,352 @@
+#!/usr/bin/bash
+# The engines scenario (tests/selinux-vm/run --engines), inside the guest, as
+# unconfined root under an enforcing kernel: Debian's podman, crun and
+# conmon run containers at levels mcsd chose. Prints PASS:/FAIL:/INFO:
+# lines like scenario.sh and exits non-zero if any check failed.
+#
+# Functions run through check, which shellcheck cannot follow:
+# shellcheck disable=SC2317
+set -u
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+exec </dev/null >/dev/ttyS1 2>&1
+export MCSD_SOCKET=/run/mcsd/mcsd.sock
+
+failures=0
+pass() { echo "PASS: $*"; }
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+check() {
+    local what=$1 out
+    shift
+    if out=$("$@" 2>&1); then
+        pass "$what"
+    else
+        fail "$what"
+        [ -z "$out" ] || printf 'INFO:   %s\n' "${out//$'\n'/$'\n'INFO:   }" | head -n 8
+    fi
+}
+info() { echo "INFO: $*"; }
+# indent TEXT: TEXT as INFO lines.
+indent() { [ -z "$1" ] || printf 'INFO:   %s\n' "${1//$'\n'/$'\n'INFO:   }"; }
+lacks() { ! grep -q "$1" <<<"$2"; }
+# avcs PATTERN...: the AVC denials matching every pattern.
+avcs() {
+    local lines
+    lines=$(grep 'avc:  denied' /run/audit.log)
+    for p in "$@"; do lines=$(grep -e "$p" <<<"$lines"); done
+    printf '%s' "$lines"
+}
+denied() { [ -n "$(avcs "$@")" ]; }
+failed() { [ -n "$1" ] && [ "$1" != 0 ]; }
+label() { getfattr -h --absolute-names -n security.selinux --only-values "$1" 2>/dev/null | tr -d '\0'; }
+level_of() { sed -n 's/.*"level": *"\([^"]*\)".*/\1/p' | head -1; }
+# timed NAME CMD...: runs CMD, its output on stdout, its seconds in $secs.
+secs=0
+timed() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@"
+    local rc=$?
+    t1=$(date +%s.%N)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    return $rc
+}
+
+svc() { echo "$*" >/run/svc; }
+start_mcsd() {
+    rm -f /run/mcsd.pid
+    svc start mcsd /usr/bin/mcsd --config /etc/mcsd/mcsd.toml
+    for _ in $(seq 300); do
+        mcsctl status >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+stop_mcsd() {
+    local pid
+    pid=$(cat /run/mcsd.pid)
+    kill -TERM "$pid"
+    for _ in $(seq 100); do
+        [ -d "/proc/$pid" ] || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# allocate ID: mcsd chooses a level for ID (owner podman) and prints it.
+allocate() { mcsctl -o json allocate "$1" --owner podman | level_of; }
+
+PROC=system_u:system_r:container_t
+FILE=system_u:object_r:container_file_t
+
+# Container output: container_t may not write conmon's pipes (unconfined_t)
+# and podman drops what it writes there. Containers write into /out, a
+# container_file_t:s0 directory every level may write.
+mkdir -p /ct/out
+setfattr -n security.selinux -v "$FILE:s0" /ct /ct/out
+OUT="-v /ct/out:/out"
+
+# The probe a container runs (podman exec NAME sh -c "$(probe_script NAME)"):
+# its label, its rootfs, its own volume (/v), another container's volume
+# (/other, a directory, and /other-data, one of its files bind-mounted: the
+# kernel logs no record for a refused lookup in a directory, but does for a
+# refused open of the file itself).
+probe_script() {
+    echo "exec >/out/$1 2>&1
+        echo label=\$(cat /proc/self/attr/current)
+        echo pid1=\$(cat /proc/1/attr/current)
+        cat /etc/bb-marker && echo ROOTFS-OK
+        cat /v/data && echo written >/v/new-$1 && echo VOLUME-OK
+        cat /other/data; echo other-rc=\$?
+        cat /other-data; echo other-data-rc=\$?"
+}
+# The engine the helpers below drive: podman, or docker in section 5.
+engine=podman
+# probe NAME: runs the probe in container NAME and prints what it wrote.
+probe() {
+    rm -f "/ct/out/$1"
+    $engine exec "$1" sh -c "$(probe_script "$1")" >/dev/null 2>&1
+    cat "/ct/out/$1" 2>/dev/null
+}
+# volume NAME: a fresh directory with a data file, as a host volume.
+volume() {
+    mkdir -p "/srv/$1"
+    echo "data of $1" >"/srv/$1/data"
+}
+pid_of() { $engine inspect -f '{{.State.Pid}}' "$1"; }
+process_label() { tr -d '\0' <"/proc/$(pid_of "$1")/attr/current"; }
+
+# isolation NAME LEVEL OTHER_VOLUME OTHER_LEVEL: the checks for one running
+# container (or pod member) started at LEVEL, whose /other is OTHER_VOLUME.
+isolation() {
+    local name=$1 level=$2 other=$3 other_level=$4 out
+    check "$name runs with exactly mcsd's level ($(process_label "$name"))" \
+        [ "$(process_label "$name")" = "$PROC:$level" ]
+    check "$engine inspect shows it as $name's ProcessLabel" \
+        [ "$($engine inspect -f '{{.ProcessLabel}}' "$name")" = "$PROC:$level" ]
+    out=$(probe "$name")
+    check "inside $name, /proc/self/attr/current is $PROC:$level" \
+        grep -qx "label=$PROC:$level" <<<"$out"
+    check "$name reads its rootfs (mounted with context= at $level)" grep -q ROOTFS-OK <<<"$out"
+    check "$name reads and writes its :Z volume" grep -q VOLUME-OK <<<"$out"
+    check "its :Z volume is $FILE:$level" [ "$(label "/srv/$name-vol/data")" = "$FILE:$level" ]
+    check "$name gets EACCES on $other's volume ($other_level)" \
+        grep -q '^cat: can.t open ./other/data.: Permission denied' <<<"$out"
+    check "and on its file bind-mounted alone" \
+        grep -q '^cat: can.t open ./other-data.: Permission denied' <<<"$out"
+    check "$name could not read a byte of it" lacks "data of $other" "$out"
+    check "the kernel logged the denial naming both levels ($level -> $other_level)" \
+        denied "scontext=$PROC:$level " "tcontext=$FILE:$other_level "
+    [ -n "$(avcs "scontext=$PROC:$level " "tcontext=$FILE:$other_level ")" ] &&
+        indent "$(avcs "scontext=$PROC:$level " "tcontext=$FILE:$other_level " | head -1 | sed 's/.*avc: //')"
+}
+
+# --- set-up -------------------------------------------------------------------
+
+check "SELinux is enforcing ($(getenforce))" [ "$(getenforce)" = Enforcing ]
+# podman's cgroupfs manager wants the unified hierarchy; overlay is a module.
+mount -t cgroup2 none /sys/fs/cgroup
+check "the overlay module loads" insmod /usr/lib/modules/overlay.ko
+
+mkdir -p /etc/mcsd
+printf '%s\n' 'categories = "c0.c99"' '' '[labels]' "process = \"$PROC\"" "file = \"$FILE\"" \
+    >/etc/mcsd/mcsd.toml
+setfattr -n security.selinux -v system_u:object_r:mcsd_conf_t:s0 /etc/mcsd /etc/mcsd/mcsd.toml
+check "mcsd starts (as the classic suite starts it) and answers" start_mcsd
+
+timed podman import /srv/images/bb.tar localhost/bb >/tmp/import.out 2>&1
+check "podman imports the busybox image offline (${secs} s)" \
+    sh -c 'podman image exists localhost/bb'
+[ -s /tmp/import.out ] && ! podman image exists localhost/bb && indent "$(cat /tmp/import.out)"
+info "$(podman --version), $(crun --version | head -1), $(conmon --version | head -1)"
+info "storage driver: $(podman info -f '{{.Store.GraphDriverName}}' 2>&1)"
+
+# --- 1. containers at mcsd's levels -------------------------------------------
+
+level_1=$(allocate c1)
+level_2=$(allocate c2)
+info "mcsd chose $level_1 for c1 and $level_2 for c2"
+check "mcsd chose two different levels" test -n "$level_1" -a -n "$level_2" -a "$level_1" != "$level_2"
+volume c1-vol
+volume c2-vol
+# Each one's own volume with :Z, the other's without (podman leaves it as
+# it is: at the other's level once that one started).
+timed podman run -d --name c1 --security-opt "label=level:$level_1" $OUT \
+    -v /srv/c1-vol:/v:Z -v /srv/c2-vol:/other -v /srv/c2-vol/data:/other-data \
+    localhost/bb sleep 100000 >/tmp/c1.out 2>&1
+check "podman run -d --security-opt label=level:$level_1 starts c1 (${secs} s)" \
+    sh -c '[ "$(podman inspect -f "{{.State.Running}}" c1)" = true ]'
+[ "$(podman inspect -f '{{.State.Running}}' c1 2>/dev/null)" = true ] || indent "$(cat /tmp/c1.out)"
+podman run -d --name c2 --security-opt "label=level:$level_2" $OUT \
+    -v /srv/c2-vol:/v:Z -v /srv/c1-vol:/other -v /srv/c1-vol/data:/other-data \
+    localhost/bb sleep 100000 >/tmp/c2.out 2>&1
+check "and c2 at $level_2" sh -c '[ "$(podman inspect -f "{{.State.Running}}" c2)" = true ]'
+[ "$(podman inspect -f '{{.State.Running}}' c2 2>/dev/null)" = true ] || indent "$(cat /tmp/c2.out)"
+isolation c1 "$level_1" c2-vol "$level_2"
+isolation c2 "$level_2" c1-vol "$level_1"
+
+# --- 2. a pod: two members share one level ------------------------------------
+
+level_p=$(allocate p1)
+info "mcsd chose $level_p for pod p1"
+timed podman pod create --name p1 --security-opt "label=level:$level_p" >/tmp/p1.out 2>&1
+check "podman pod create --security-opt label=level:$level_p (${secs} s)" podman pod exists p1
+podman pod exists p1 || indent "$(cat /tmp/p1.out)"
+podman pod start p1 >/tmp/p1-start.out 2>&1
+if [ "$(podman inspect -f '{{.State.Running}}' "$(podman pod inspect -f '{{.InfraContainerID}}' p1)" 2>/dev/null)" != true ]; then
+    # Observed with podman 4.3.1 (cgroupfs, cgroup v2): in the pod cgroup
+    # podman made, crun's mknod of /dev/null fails with EPERM and no AVC (a
+    # device filter, not SELinux); the same path made afresh by mkdir
+    # works. Not a label matter, so the test works around it.
+    info "the pod's infra container did not start:"
+    indent "$(cat /tmp/p1-start.out)"
+    cg=/sys/fs/cgroup$(podman pod inspect -f '{{.CgroupPath}}' p1)
+    info "recreating its cgroup $cg without podman's device filter"
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+    mkdir -p "$cg"
+    podman pod start p1 >/tmp/p1-start.out 2>&1 || indent "$(cat /tmp/p1-start.out)"
+fi
+volume p1a-vol
+volume p1b-vol
+for m in p1a p1b; do
+    podman run -d --pod p1 --name "$m" $OUT -v "/srv/$m-vol:/v:Z" \
+        -v /srv/c1-vol:/other -v /srv/c1-vol/data:/other-data \
+        localhost/bb sleep 100000 >"/tmp/$m.out" 2>&1
+    check "member $m joins with --pod p1" sh -c "[ \"\$(podman inspect -f '{{.State.Running}}' $m)\" = true ]"
+    [ "$(podman inspect -f '{{.State.Running}}' "$m" 2>/dev/null)" = true ] || indent "$(cat "/tmp/$m.out")"
+done
+infra=$(podman pod inspect -f '{{.InfraContainerID}}' p1 2>/dev/null)
+check "the pod's infra container runs at $level_p too" \
+    [ "$(podman inspect -f '{{.ProcessLabel}}' "$infra" 2>/dev/null)" = "$PROC:$level_p" ]
+isolation p1a "$level_p" c1-vol "$level_1"
+isolation p1b "$level_p" c1-vol "$level_1"
+check "the two members have the same process label" \
+    [ "$(process_label p1a)" = "$(process_label p1b)" ]
+
+# --- 3. stop + start keeps the level ------------------------------------------
+
+before=$(podman inspect -f '{{.ProcessLabel}} {{.MountLabel}}' c1)
+timed podman stop -t 1 c1 >/dev/null 2>&1
+check "podman stop c1 (${secs} s)" sh -c '[ "$(podman inspect -f "{{.State.Status}}" c1)" = exited ]'
+stopped=$(podman inspect -f '{{.ProcessLabel}} {{.MountLabel}}' c1)
+check "the stopped c1 keeps its labels ($stopped)" [ "$stopped" = "$before" ]
+timed podman start c1 >/dev/null 2>&1
+check "podman start c1 (${secs} s)" sh -c '[ "$(podman inspect -f "{{.State.Running}}" c1)" = true ]'
+check "c1 comes back with the same ProcessLabel and MountLabel" \
+    [ "$(podman inspect -f '{{.ProcessLabel}} {{.MountLabel}}' c1)" = "$before" ]
+check "its new process runs at $level_1 ($(process_label c1))" [ "$(process_label c1)" = "$PROC:$level_1" ]
+out=$(probe c1)
+check "and reads its rootfs and volume as before" grep -q 'ROOTFS-OK' <<<"$out"
+check "mcsd's allocation for c1 is still $level_1" \
+    [ "$(mcsctl -o json get c1 | level_of)" = "$level_1" ]
+
+# --- 4. the negative: a label rewritten after the rootfs was mounted ----------
+
+# What a precreate hook or a runtime wrapper would have to do if mcsd chose
+# labels by rewriting them: podman has mounted the rootfs (overlay,
+# context= at the container's level) and relabeled its volumes; the wrapper
+# then sets process.selinuxLabel in config.json to mcsd's level and runs crun.
+cat >/usr/local/bin/relabel-runtime <<'SH'
+#!/bin/sh
+# A runtime wrapper: on create, process.selinuxLabel in the bundle's
+# config.json becomes the level in /run/rewrite-to; then crun runs.
+bundle=
+prev=
+for a in "$@"; do
+    case $prev in --bundle | -b) bundle=$a ;; esac
+    case $a in --bundle=*) bundle=${a#--bundle=} ;; esac
+    prev=$a
+done
+if [ -n "$bundle" ] && [ -s /run/rewrite-to ]; then
+    to=$(cat /run/rewrite-to)
+    sed -i "s/\"selinuxLabel\":\"\([^:\"]*:[^:\"]*:[^:\"]*\):[^\"]*\"/\"selinuxLabel\":\"\1:$to\"/" "$bundle/config.json"
+    grep -o '"selinuxLabel":"[^"]*"' "$bundle/config.json" >>/run/rewrite.log
+    grep -o '"mountLabel":"[^"]*"' "$bundle/config.json" >>/run/rewrite.log
+fi
+exec /usr/bin/crun "$@"
+SH
+chmod 0755 /usr/local/bin/relabel-runtime
+level_n=$(allocate neg)
+level_r=$(allocate neg-rewritten)
+info "mcsd chose $level_n for the container and $level_r for the rewrite"
+check "podman's storage driver is overlay (the rootfs gets the level by context=)" \
+    [ "$(podman info -f '{{.Store.GraphDriverName}}')" = overlay ]
+
+# The control: the same wrapper, rewriting nothing, starts a container.
+rm -f /run/rewrite-to
+podman --runtime /usr/local/bin/relabel-runtime run --rm --security-opt "label=level:$level_n" $OUT \
+    localhost/bb sh -c 'cat /proc/self/attr/current >/out/control; cat /etc/bb-marker >>/out/control' \
+    >/tmp/control.out 2>&1
+check "through the wrapper, unchanged, a container at $level_n runs" \
+    grep -q "rootfs of the bb image" /ct/out/control
+grep -q "rootfs of the bb image" /ct/out/control 2>/dev/null || indent "$(cat /tmp/control.out)"
+
+echo "$level_r" >/run/rewrite-to
+: >/run/rewrite.log
+podman create --name neg --runtime /usr/local/bin/relabel-runtime \
+    --security-opt "label=level:$level_n" $OUT \
+    localhost/bb sh -c 'cat /proc/self/attr/current >/out/neg; cat /etc/bb-marker >>/out/neg' >/dev/null 2>&1
+timed podman start neg >/tmp/neg.out 2>&1
+info "podman start (exit $?, ${secs} s) printed: $(cat /tmp/neg.out)"
+rc=$(podman wait neg 2>&1)
+check "rewritten to $level_r after the rootfs was mounted at $level_n, the container fails (exit $rc)" \
+    failed "$rc"
+info "podman inspect State: $(podman inspect -f 'Status={{.State.Status}} ExitCode={{.State.ExitCode}} Error={{.State.Error}}' neg)"
+info "the wrapper wrote:"
+indent "$(cat /run/rewrite.log)"
+check "the wrapper did rewrite the label (and left mountLabel at $level_n)" \
+    grep -q "\"selinuxLabel\":\"$PROC:$level_r\"" /run/rewrite.log
+check "the container never ran (its output file is absent or empty)" \
+    sh -c '! [ -s /ct/out/neg ]'
+check "the kernel refused the process at $level_r its rootfs at $level_n" \
+    denied "scontext=$PROC:$level_r " "tcontext=$FILE:$level_n "
+info "the denials:"
+indent "$(avcs "scontext=$PROC:$level_r " | sed 's/.*avc: *//' | sort -u | head -n 6)"
+podman rm -f neg >/dev/null 2>&1
+
+# --- 5. docker: the same with dockerd ------------------------------------------
+
+# dockerd from docker.io with its containerd and runc, overlay2, no network
+# of its own (no iptables in the guest).
+timed sh -c 'dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
+    --selinux-enabled --storage-driver=overlay2 --exec-opt native.cgroupdriver=cgroupfs \
+    >/tmp/dockerd.log 2>&1 &
+    for _ in $(seq 120); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1'
+check "dockerd starts with SELinux support (${secs} s)" \
+    sh -c 'docker info -f "{{.SecurityOptions}}" | grep -q selinux'
+docker info >/dev/null 2>&1 || indent "$(tail -n 5 /tmp/dockerd.log)"
+info "$(docker version -f 'docker {{.Server.Version}}' 2>&1), storage driver $(docker info -f '{{.Driver}}' 2>&1)"
+timed docker import /srv/images/bb.tar localhost/bb >/tmp/dimport.out 2>&1
+check "docker imports the busybox image offline (${secs} s)" docker image inspect localhost/bb
+engine=docker
+level_d=$(allocate d1)
+info "mcsd chose $level_d for d1"
+volume d1-vol
+timed docker run -d --name d1 --network none --security-opt "label=level:$level_d" $OUT \
+    -v /srv/d1-vol:/v:Z -v /srv/c1-vol:/other -v /srv/c1-vol/data:/other-data \
+    localhost/bb sleep 100000 >/tmp/d1.out 2>&1
+check "docker run -d --security-opt label=level:$level_d starts d1 (${secs} s)" \
+    sh -c '[ "$(docker inspect -f "{{.State.Running}}" d1)" = true ]'
+[ "$(docker inspect -f '{{.State.Running}}' d1 2>/dev/null)" = true ] || indent "$(cat /tmp/d1.out)"
+isolation d1 "$level_d" c1-vol "$level_1"
+before=$(docker inspect -f '{{.ProcessLabel}} {{.MountLabel}}' d1)
+timed docker stop -t 1 d1 >/dev/null 2>&1
+check "docker stop d1 (${secs} s) keeps its labels" \
+    [ "$(docker inspect -f '{{.ProcessLabel}} {{.MountLabel}}' d1)" = "$before" ]
+timed docker start d1 >/dev/null 2>&1
+check "docker start d1 (${secs} s): the new process runs at $level_d" \
+    [ "$(process_label d1)" = "$PROC:$level_d" ]
+docker rm -f d1 >/dev/null 2>&1
+engine=podman
+
+# --- end ------------------------------------------------------------------------
+
+podman rm -f -t 0 c1 c2 >/dev/null 2>&1
+podman pod rm -f p1 >/dev/null 2>&1
+check "mcsd stops cleanly at the end" stop_mcsd
+info "$(grep -c 'avc:  denied' /run/audit.log) denials recorded in all"
+info "$failures failed"
+echo "END: $failures"
+exit $((failures > 0))
