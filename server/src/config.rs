@@ -62,7 +62,16 @@ pub struct Config {
     /// This host's name, recorded with each allocation (default: the
     /// kernel's hostname).
     pub node_name: String,
+    /// Reconcile never releases an allocation younger than this
+    /// (`[reconcile] min_age_secs`): the engine may not list a container
+    /// it is still creating. A request may ask for another age.
+    pub reconcile_min_age: std::time::Duration,
 }
+
+/// Default of `[reconcile] min_age_secs`.
+pub const DEFAULT_RECONCILE_MIN_AGE_SECS: u64 = 60;
+/// Largest `[reconcile] min_age_secs` (a day).
+pub const MAX_RECONCILE_MIN_AGE_SECS: u64 = 86_400;
 
 /// A metrics listener address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +131,7 @@ impl Default for Config {
             metrics: None,
             connections: ConnectionLimits::default(),
             node_name: hostname(),
+            reconcile_min_age: std::time::Duration::from_secs(DEFAULT_RECONCILE_MIN_AGE_SECS),
         }
     }
 }
@@ -184,6 +194,13 @@ struct FileConfig {
     node_name: Option<Spanned<String>>,
     metrics: Option<MetricsSection>,
     connections: Option<ConnectionsSection>,
+    reconcile: Option<ReconcileSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileSection {
+    min_age_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +343,20 @@ impl Config {
                 let span = root.span();
                 self.proc_root = absolute("in_use.proc_root", root.into_inner())
                     .map_err(|m| value_err("in_use.proc_root", span, m))?;
+            }
+        }
+        if let Some(section) = file.reconcile {
+            if let Some(age) = section.min_age_secs {
+                if *age.get_ref() > MAX_RECONCILE_MIN_AGE_SECS {
+                    return Err(value_err(
+                        "reconcile.min_age_secs",
+                        age.span(),
+                        format!(
+                            "at most {MAX_RECONCILE_MIN_AGE_SECS} (a day); a minute is plenty for an engine to list a container it creates"
+                        ),
+                    ));
+                }
+                self.reconcile_min_age = std::time::Duration::from_secs(*age.get_ref());
             }
         }
         if let Some(name) = file.node_name {
@@ -540,6 +571,11 @@ impl Config {
         out.push_str("\n[in_use]\n");
         out.push_str(&format!("scan = {}\n", self.scan_in_use));
         out.push_str(&format!("proc_root = {}\n", path(&self.proc_root)));
+        out.push_str("\n[reconcile]\n");
+        out.push_str(&format!(
+            "min_age_secs = {}\n",
+            self.reconcile_min_age.as_secs()
+        ));
         out.push_str("\n[metrics]\n");
         out.push_str(&format!(
             "listen = {}\n",
@@ -774,6 +810,17 @@ mod tests {
     }
 
     #[test]
+    fn reconcile_min_age_defaults_to_a_minute_and_is_configurable() {
+        assert_eq!(
+            parse("").unwrap().reconcile_min_age,
+            std::time::Duration::from_secs(60)
+        );
+        let c = parse("[reconcile]\nmin_age_secs = 5\n").unwrap();
+        assert_eq!(c.reconcile_min_age, std::time::Duration::from_secs(5));
+        assert!(c.to_toml().contains("[reconcile]\nmin_age_secs = 5\n"));
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let cases = [
             (
@@ -855,6 +902,13 @@ mod tests {
                 ":2: relabel.threads:",
                 "1024",
             ),
+            (
+                "[reconcile]\n\nmin_age_secs = 100000\n",
+                ":3: reconcile.min_age_secs:",
+                "at most 86400",
+            ),
+            ("[reconcile]\nmin_age_secs = -1\n", ":2:", ""),
+            ("[reconcile]\nmin_age = 5\n", ":2:", "min_age"),
         ];
         for (text, location, hint) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -324,6 +324,7 @@ impl Daemon {
             socket: socket.path().to_owned(),
             selinux_mode: mode.to_string(),
             serving: serving.clone(),
+            reconcile_min_age: config.reconcile_min_age,
         };
         let service = LabelsServer::new(LabelService::new(volumes, policy.clone(), info))
             .max_decoding_message_size(MAX_REQUEST_BYTES);

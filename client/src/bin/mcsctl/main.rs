@@ -143,6 +143,10 @@ enum Command {
         /// Only show what would be released
         #[arg(long)]
         dry_run: bool,
+        /// Keep allocations younger than SECS (default: mcsd's
+        /// [reconcile] min_age_secs)
+        #[arg(long, value_name = "SECS")]
+        min_age: Option<u64>,
     },
 }
 
@@ -433,6 +437,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             owner,
             keep,
             dry_run,
+            min_age,
         } => {
             let mut ids = Vec::with_capacity(keep.len());
             for id in keep {
@@ -446,7 +451,9 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     ids.push(id);
                 }
             }
-            let r = client.reconcile(owner.clone(), ids, dry_run).await?;
+            let r = client
+                .reconcile_with_min_age(owner.clone(), ids, dry_run, min_age)
+                .await?;
             match format {
                 Format::Json => output::print_json(
                     out,
@@ -456,6 +463,8 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "released": r.released.iter().map(output::allocation_json).collect::<Vec<_>>(),
                         "kept": r.kept,
                         "unknown": r.unknown,
+                        "kept_young": r.kept_young,
+                        "min_age_secs": r.min_age_secs,
                         "not_released": r.not_released.iter().map(|n| json!({
                             "allocation": n.allocation.as_ref().map(output::allocation_json),
                             "reason": n.reason,
@@ -476,10 +485,12 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     }
                     writeln!(
                         out,
-                        "{owner}: {verb} {}, kept {}, {} id(s) to keep held nothing",
+                        "{owner}: {verb} {}, kept {}, {} id(s) to keep held nothing, {} younger than {} s kept",
                         r.released.len(),
                         r.kept,
-                        r.unknown
+                        r.unknown,
+                        r.kept_young,
+                        r.min_age_secs
                     )?;
                 }
             }
