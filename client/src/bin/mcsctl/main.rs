@@ -3,6 +3,7 @@
 //! Every command prints a human table by default and JSON with `-o json`.
 //! Errors print one line on stderr and exit with status 1.
 
+mod follow;
 mod hook;
 mod list;
 mod output;
@@ -131,6 +132,8 @@ enum Command {
         #[arg(long)]
         hard_links: bool,
     },
+    /// Release a container's label when the engine removes it (never at stop)
+    Follow(follow::Args),
     /// Release every allocation of OWNER except the containers that still exist
     Reconcile {
         /// The runtime whose allocations are reconciled, e.g. podman
@@ -169,13 +172,17 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             hook::poststop(&socket, out).await;
             return Ok(());
         }
+        // Connects (and reconnects) itself: mcsd may be down at start.
+        Command::Follow(args) => return follow::run(&socket, args).await.map_err(Failure::Input),
         _ => {}
     }
     let mut client = Client::connect(&socket).await?;
     let wide = cli.output == Format::Wide;
     let format = if wide { Format::Table } else { cli.output };
     match cli.command {
-        Command::Completions { .. } | Command::Man | Command::Hook { .. } => unreachable!(),
+        Command::Completions { .. } | Command::Man | Command::Hook { .. } | Command::Follow(_) => {
+            unreachable!()
+        }
         Command::Status => {
             let s = client.status().await?;
             match format {
