@@ -25,6 +25,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+/// How long after spawning the events stream the list is taken.
+const STREAM_START: Duration = Duration::from_secs(1);
+
 /// The container engine followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -288,8 +291,11 @@ pub async fn run(socket: &Path, args: Args) -> Result<(), String> {
             f.owner
         ));
         // After the stream started: a removal from now on is in the
-        // stream, one before is absent from the list.
-        let mut next = Instant::now();
+        // stream, one before is absent from the list. The engine takes a
+        // moment to start reading its events after the spawn, so the list
+        // is taken a second later (a removal in a slower start is caught
+        // by the next interval's reconcile).
+        let mut next = Instant::now() + STREAM_START;
         loop {
             let wait = tokio::time::sleep_until(next.into());
             tokio::select! {
