@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod id;
 pub mod inuse;
+pub mod stored;
 pub mod level;
 pub mod malloc;
 pub mod metrics;
