@@ -49,6 +49,11 @@ pub struct Config {
     pub scan_in_use: bool,
     /// Where to find them (`/proc`; tests use a made-up tree).
     pub proc_root: PathBuf,
+    /// containers/storage's root, whose stored containers' labels are held
+    /// at start too (`[in_use] containers_storage`).
+    pub containers_storage: PathBuf,
+    /// docker's data root, likewise (`[in_use] docker_root`).
+    pub docker_root: PathBuf,
     /// Volume relabeling (`[relabel]`).
     pub relabel: RelabelConfig,
     /// Pairs and categories never handed out, kept in step with this list
@@ -126,6 +131,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             scan_in_use: true,
             proc_root: "/proc".into(),
+            containers_storage: "/var/lib/containers/storage".into(),
+            docker_root: "/var/lib/docker".into(),
             relabel: RelabelConfig::default(),
             reservations: Vec::new(),
             metrics: None,
@@ -231,6 +238,8 @@ struct RelabelSection {
 struct InUseSection {
     scan: Option<bool>,
     proc_root: Option<Spanned<PathBuf>>,
+    containers_storage: Option<Spanned<PathBuf>>,
+    docker_root: Option<Spanned<PathBuf>>,
 }
 
 /// A uid or gid given as a number or a name.
@@ -343,6 +352,16 @@ impl Config {
                 let span = root.span();
                 self.proc_root = absolute("in_use.proc_root", root.into_inner())
                     .map_err(|m| value_err("in_use.proc_root", span, m))?;
+            }
+            if let Some(root) = in_use.containers_storage {
+                let span = root.span();
+                self.containers_storage = absolute("in_use.containers_storage", root.into_inner())
+                    .map_err(|m| value_err("in_use.containers_storage", span, m))?;
+            }
+            if let Some(root) = in_use.docker_root {
+                let span = root.span();
+                self.docker_root = absolute("in_use.docker_root", root.into_inner())
+                    .map_err(|m| value_err("in_use.docker_root", span, m))?;
             }
         }
         if let Some(section) = file.reconcile {
@@ -571,6 +590,11 @@ impl Config {
         out.push_str("\n[in_use]\n");
         out.push_str(&format!("scan = {}\n", self.scan_in_use));
         out.push_str(&format!("proc_root = {}\n", path(&self.proc_root)));
+        out.push_str(&format!(
+            "containers_storage = {}\n",
+            path(&self.containers_storage)
+        ));
+        out.push_str(&format!("docker_root = {}\n", path(&self.docker_root)));
         out.push_str("\n[reconcile]\n");
         out.push_str(&format!(
             "min_age_secs = {}\n",
@@ -909,6 +933,11 @@ mod tests {
             ),
             ("[reconcile]\nmin_age_secs = -1\n", ":2:", ""),
             ("[reconcile]\nmin_age = 5\n", ":2:", "min_age"),
+            (
+                "[in_use]\ndocker_root = \"docker\"\n",
+                ":2: in_use.docker_root:",
+                "absolute",
+            ),
         ];
         for (text, location, hint) in cases {
             let err = parse(text).unwrap_err().to_string();

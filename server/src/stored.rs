@@ -1,7 +1,7 @@
 //! Labels of containers that exist but do not run: the levels the engines
 //! recorded with their container records, which they give back at the
-//! next `start`. (Not yet held at start: see [`crate::inuse`] for the
-//! running processes; wiring these in is the next step.)
+//! next `start`. mcsd holds them at start beside the running processes'
+//! ([`crate::inuse::adopt`]), as `stored:<record id>`, owner `running`.
 //!
 //! - podman / CRI-O (containers/storage): `<driver>-containers/containers.json`,
 //!   each container's `flags.ProcessLabel` and `flags.MountLabel`, and
