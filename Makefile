@@ -34,6 +34,8 @@ install-files:
 	install -D -m 0755 $(BIN)/mcsctl $(DESTDIR)$(BINDIR)/mcsctl
 	install -D -m 0644 deploy/systemd/mcsd.service $(DESTDIR)$(UNITDIR)/mcsd.service
 	install -D -m 0644 deploy/systemd/mcsd.socket $(DESTDIR)$(UNITDIR)/mcsd.socket
+	install -D -m 0644 deploy/systemd/mcsd-follow@.service $(DESTDIR)$(UNITDIR)/mcsd-follow@.service
+	sed -i 's|/usr/bin/mcsctl|$(BINDIR)/mcsctl|' $(DESTDIR)$(UNITDIR)/mcsd-follow@.service
 	sed -i 's|/usr/bin/mcsd|$(BINDIR)/mcsd|' $(DESTDIR)$(UNITDIR)/mcsd.service
 	install -D -m 0644 deploy/sysusers.d/mcsd.conf $(DESTDIR)$(SYSUSERSDIR)/mcsd.conf
 	install -D -m 0644 deploy/tmpfiles.d/mcsd.conf $(DESTDIR)$(TMPFILESDIR)/mcsd.conf

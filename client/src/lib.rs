@@ -47,19 +47,23 @@ fn string_field_len(len: usize) -> usize {
 
 /// Splits a Reconcile into messages of at most [`RECONCILE_CHUNK_BYTES`]
 /// encoded (an id larger than that alone goes in a message of its own, for
-/// mcsd to refuse): the first names the owner, every one carries `dry_run`.
+/// mcsd to refuse): the first names the owner and the minimum age, every
+/// one carries `dry_run`.
 fn reconcile_messages(
     owner: String,
     keep: Vec<String>,
     dry_run: bool,
+    min_age_secs: Option<u64>,
 ) -> Vec<proto::ReconcileRequest> {
-    // Owner and dry_run, counted in every message for simplicity.
-    let fixed = string_field_len(owner.len()) + 2;
+    // Owner, dry_run and min_age (at most 11 bytes), counted in every
+    // message for simplicity.
+    let fixed = string_field_len(owner.len()) + 2 + 11;
     let mut messages = Vec::new();
     let mut current = proto::ReconcileRequest {
         owner,
         keep: Vec::new(),
         dry_run,
+        min_age_secs,
     };
     let mut size = fixed;
     for id in keep {
@@ -69,6 +73,7 @@ fn reconcile_messages(
                 owner: String::new(),
                 keep: Vec::new(),
                 dry_run,
+                min_age_secs: None,
             };
             messages.push(std::mem::replace(&mut current, next));
             size = fixed;
@@ -224,13 +229,32 @@ impl Client {
     /// that was made before this call). The ids are streamed in messages of
     /// at most [`RECONCILE_CHUNK_BYTES`] encoded, so any number fits under
     /// mcsd's message limit (the daemon bounds the whole set, though).
+    /// Allocations younger than mcsd's `[reconcile] min_age_secs` are kept.
     pub async fn reconcile(
         &mut self,
         owner: impl Into<String>,
         keep: Vec<String>,
         dry_run: bool,
     ) -> Result<proto::ReconcileResponse, ClientError> {
-        let stream = tokio_stream::iter(reconcile_messages(owner.into(), keep, dry_run));
+        self.reconcile_with_min_age(owner, keep, dry_run, None)
+            .await
+    }
+
+    /// Like [`Client::reconcile`], keeping allocations younger than
+    /// `min_age_secs` instead of mcsd's default (`None`).
+    pub async fn reconcile_with_min_age(
+        &mut self,
+        owner: impl Into<String>,
+        keep: Vec<String>,
+        dry_run: bool,
+        min_age_secs: Option<u64>,
+    ) -> Result<proto::ReconcileResponse, ClientError> {
+        let stream = tokio_stream::iter(reconcile_messages(
+            owner.into(),
+            keep,
+            dry_run,
+            min_age_secs,
+        ));
         Ok(self.inner.reconcile(stream).await?.into_inner())
     }
 
@@ -332,7 +356,7 @@ mod tests {
     fn reconcile_messages_stay_under_the_chunk_size_and_keep_every_id() {
         for len in [1, 64, 127, 128, 300] {
             let keep: Vec<String> = (0..5000).map(|i| format!("{i:0>len$}")).collect();
-            let messages = reconcile_messages("podman".into(), keep.clone(), true);
+            let messages = reconcile_messages("podman".into(), keep.clone(), true, Some(u64::MAX));
             assert_eq!(
                 messages.len() > 1,
                 len >= 64,
@@ -353,7 +377,7 @@ mod tests {
             let streamed: Vec<String> = messages.into_iter().flat_map(|m| m.keep).collect();
             assert_eq!(streamed, keep);
         }
-        let none = reconcile_messages("podman".into(), vec![], false);
+        let none = reconcile_messages("podman".into(), vec![], false, None);
         assert_eq!(none.len(), 1);
         assert_eq!(none[0].owner, "podman");
     }

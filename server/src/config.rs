@@ -49,6 +49,11 @@ pub struct Config {
     pub scan_in_use: bool,
     /// Where to find them (`/proc`; tests use a made-up tree).
     pub proc_root: PathBuf,
+    /// containers/storage's root, whose stored containers' labels are held
+    /// at start too (`[in_use] containers_storage`).
+    pub containers_storage: PathBuf,
+    /// docker's data root, likewise (`[in_use] docker_root`).
+    pub docker_root: PathBuf,
     /// Volume relabeling (`[relabel]`).
     pub relabel: RelabelConfig,
     /// Pairs and categories never handed out, kept in step with this list
@@ -62,7 +67,16 @@ pub struct Config {
     /// This host's name, recorded with each allocation (default: the
     /// kernel's hostname).
     pub node_name: String,
+    /// Reconcile never releases an allocation younger than this
+    /// (`[reconcile] min_age_secs`): the engine may not list a container
+    /// it is still creating. A request may ask for another age.
+    pub reconcile_min_age: std::time::Duration,
 }
+
+/// Default of `[reconcile] min_age_secs`.
+pub const DEFAULT_RECONCILE_MIN_AGE_SECS: u64 = 60;
+/// Largest `[reconcile] min_age_secs` (a day).
+pub const MAX_RECONCILE_MIN_AGE_SECS: u64 = 86_400;
 
 /// A metrics listener address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +131,14 @@ impl Default for Config {
             auth: AuthConfig::default(),
             scan_in_use: true,
             proc_root: "/proc".into(),
+            containers_storage: "/var/lib/containers/storage".into(),
+            docker_root: "/var/lib/docker".into(),
             relabel: RelabelConfig::default(),
             reservations: Vec::new(),
             metrics: None,
             connections: ConnectionLimits::default(),
             node_name: hostname(),
+            reconcile_min_age: std::time::Duration::from_secs(DEFAULT_RECONCILE_MIN_AGE_SECS),
         }
     }
 }
@@ -184,6 +201,13 @@ struct FileConfig {
     node_name: Option<Spanned<String>>,
     metrics: Option<MetricsSection>,
     connections: Option<ConnectionsSection>,
+    reconcile: Option<ReconcileSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileSection {
+    min_age_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +238,8 @@ struct RelabelSection {
 struct InUseSection {
     scan: Option<bool>,
     proc_root: Option<Spanned<PathBuf>>,
+    containers_storage: Option<Spanned<PathBuf>>,
+    docker_root: Option<Spanned<PathBuf>>,
 }
 
 /// A uid or gid given as a number or a name.
@@ -326,6 +352,30 @@ impl Config {
                 let span = root.span();
                 self.proc_root = absolute("in_use.proc_root", root.into_inner())
                     .map_err(|m| value_err("in_use.proc_root", span, m))?;
+            }
+            if let Some(root) = in_use.containers_storage {
+                let span = root.span();
+                self.containers_storage = absolute("in_use.containers_storage", root.into_inner())
+                    .map_err(|m| value_err("in_use.containers_storage", span, m))?;
+            }
+            if let Some(root) = in_use.docker_root {
+                let span = root.span();
+                self.docker_root = absolute("in_use.docker_root", root.into_inner())
+                    .map_err(|m| value_err("in_use.docker_root", span, m))?;
+            }
+        }
+        if let Some(section) = file.reconcile {
+            if let Some(age) = section.min_age_secs {
+                if *age.get_ref() > MAX_RECONCILE_MIN_AGE_SECS {
+                    return Err(value_err(
+                        "reconcile.min_age_secs",
+                        age.span(),
+                        format!(
+                            "at most {MAX_RECONCILE_MIN_AGE_SECS} (a day); a minute is plenty for an engine to list a container it creates"
+                        ),
+                    ));
+                }
+                self.reconcile_min_age = std::time::Duration::from_secs(*age.get_ref());
             }
         }
         if let Some(name) = file.node_name {
@@ -540,6 +590,16 @@ impl Config {
         out.push_str("\n[in_use]\n");
         out.push_str(&format!("scan = {}\n", self.scan_in_use));
         out.push_str(&format!("proc_root = {}\n", path(&self.proc_root)));
+        out.push_str(&format!(
+            "containers_storage = {}\n",
+            path(&self.containers_storage)
+        ));
+        out.push_str(&format!("docker_root = {}\n", path(&self.docker_root)));
+        out.push_str("\n[reconcile]\n");
+        out.push_str(&format!(
+            "min_age_secs = {}\n",
+            self.reconcile_min_age.as_secs()
+        ));
         out.push_str("\n[metrics]\n");
         out.push_str(&format!(
             "listen = {}\n",
@@ -774,6 +834,17 @@ mod tests {
     }
 
     #[test]
+    fn reconcile_min_age_defaults_to_a_minute_and_is_configurable() {
+        assert_eq!(
+            parse("").unwrap().reconcile_min_age,
+            std::time::Duration::from_secs(60)
+        );
+        let c = parse("[reconcile]\nmin_age_secs = 5\n").unwrap();
+        assert_eq!(c.reconcile_min_age, std::time::Duration::from_secs(5));
+        assert!(c.to_toml().contains("[reconcile]\nmin_age_secs = 5\n"));
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let cases = [
             (
@@ -854,6 +925,18 @@ mod tests {
                 "[relabel]\nthreads = 5000\n",
                 ":2: relabel.threads:",
                 "1024",
+            ),
+            (
+                "[reconcile]\n\nmin_age_secs = 100000\n",
+                ":3: reconcile.min_age_secs:",
+                "at most 86400",
+            ),
+            ("[reconcile]\nmin_age_secs = -1\n", ":2:", ""),
+            ("[reconcile]\nmin_age = 5\n", ":2:", "min_age"),
+            (
+                "[in_use]\ndocker_root = \"docker\"\n",
+                ":2: in_use.docker_root:",
+                "absolute",
             ),
         ];
         for (text, location, hint) in cases {

@@ -72,6 +72,9 @@ pub fn scan(proc_root: &Path) -> std::io::Result<InUse> {
 pub struct Adopted {
     /// Pairs newly held for running processes.
     pub held: Vec<(Level, u32)>,
+    /// Pairs newly held for stored (existing, not running) containers,
+    /// with the holder id.
+    pub held_stored: Vec<(Level, String)>,
     /// Pairs in use that mcsd had already handed out (the usual case).
     pub already_allocated: u64,
     /// Pairs in use that a reservation or the range keeps out of allocation.
@@ -83,10 +86,26 @@ pub struct Adopted {
     pub kept: Vec<(Level, String)>,
 }
 
-/// Makes the engine hold every pair in `in_use`, and releases pairs held
-/// for processes that are gone (restoring any volume relabeled for them
-/// first, as every release does).
-pub async fn adopt(volumes: &Volumes, in_use: &InUse) -> Result<Adopted, AllocError> {
+/// The id a stored container's level is held under: `stored:<id>`.
+pub fn stored_holder(record_id: &str) -> String {
+    let clean: String = record_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        .take(100)
+        .collect();
+    format!("stored:{clean}")
+}
+
+/// Makes the engine hold every pair in `in_use` and in `stored` (levels
+/// recorded by containers that exist but do not run, held as
+/// `stored:<record id>`), and releases pairs held for processes or records
+/// that are gone (restoring any volume relabeled for them first, as every
+/// release does).
+pub async fn adopt(
+    volumes: &Volumes,
+    in_use: &InUse,
+    stored: &crate::stored::Stored,
+) -> Result<Adopted, AllocError> {
     let engine = volumes.engine();
     let owner = Owner::new(RUNNING_OWNER).expect("a valid owner");
     let mut adopted = Adopted::default();
@@ -110,7 +129,7 @@ pub async fn adopt(volumes: &Volumes, in_use: &InUse) -> Result<Adopted, AllocEr
         }
         let page = engine.list_page(&filter, after.as_ref()).await?;
         for record in page.records {
-            if in_use.contains_key(&record.level) {
+            if in_use.contains_key(&record.level) || stored.contains_key(&record.level) {
                 still_held.insert(record.level);
             } else {
                 match volumes.release(record.container_id.clone()).await {
@@ -134,7 +153,16 @@ pub async fn adopt(volumes: &Volumes, in_use: &InUse) -> Result<Adopted, AllocEr
         }
     }
 
-    for (&level, &pid) in in_use {
+    let holders = in_use
+        .iter()
+        .map(|(&level, &pid)| (level, format!("pid:{pid}"), true))
+        .chain(
+            stored
+                .iter()
+                .filter(|(level, _)| !in_use.contains_key(level))
+                .map(|(&level, id)| (level, stored_holder(id), false)),
+        );
+    for (level, holder, running) in holders {
         if still_held.contains(&level) {
             continue;
         }
@@ -144,17 +172,18 @@ pub async fn adopt(volumes: &Volumes, in_use: &InUse) -> Result<Adopted, AllocEr
             group: None,
             level: Some(level),
         };
-        let mut result = engine.allocate(request(format!("pid:{pid}"))).await;
+        let mut result = engine.allocate(request(holder.clone())).await;
         if let Err(AllocError::IdConflict { .. }) = result {
             // A recycled pid whose previous level is still in use by others:
             // hold this level under a name that also says which it is.
             let (low, high) = (level.low(), level.high());
             result = engine
-                .allocate(request(format!("pid:{pid}:{low}.{high}")))
+                .allocate(request(format!("{holder}:{low}.{high}")))
                 .await;
         }
         match result {
-            Ok(a) if a.created => adopted.held.push((level, pid)),
+            Ok(a) if a.created && running => adopted.held.push((level, pid_of(&holder))),
+            Ok(a) if a.created => adopted.held_stored.push((level, holder)),
             Ok(_) | Err(AllocError::LevelHeld { .. }) | Err(AllocError::GroupLevel { .. }) => {
                 adopted.already_allocated += 1
             }
@@ -165,6 +194,13 @@ pub async fn adopt(volumes: &Volumes, in_use: &InUse) -> Result<Adopted, AllocEr
         }
     }
     Ok(adopted)
+}
+
+fn pid_of(holder: &str) -> u32 {
+    holder
+        .strip_prefix("pid:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -35,5 +35,6 @@ pub mod reservation;
 pub mod service;
 pub mod socket;
 pub mod store;
+pub mod stored;
 pub mod systemd;
 pub mod volumes;

@@ -3,10 +3,14 @@
 //!
 //! This is how labels of containers that vanished without a Release (the
 //! runtime crashed, the host rebooted mid-teardown) come back. Allocations
-//! made after the reconcile started are never released by it, so a runtime
-//! may keep creating containers while it reconciles.
+//! younger than the minimum age (`[reconcile] min_age_secs`, or the
+//! request's own) are never released by it: a runtime lists its containers
+//! at one moment and calls later, and a container being created may hold
+//! its allocation before the engine lists it. So a runtime may keep
+//! creating containers while it reconciles.
 
 use std::collections::HashSet;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::engine::ListFilter;
 use crate::error::AllocError;
@@ -23,6 +27,8 @@ pub struct ReconcileRequest {
     pub keep: HashSet<ContainerId>,
     /// Only report.
     pub dry_run: bool,
+    /// Allocations younger than this (at the start of the call) are kept.
+    pub min_age: Duration,
 }
 
 /// What reconciling did.
@@ -34,6 +40,9 @@ pub struct Reconciled {
     pub kept: u64,
     /// Ids to keep that hold no allocation of this owner.
     pub unknown: u64,
+    /// Of `kept`, allocations not in `keep` kept only for being younger
+    /// than the minimum age.
+    pub kept_young: u64,
     /// Stale allocations kept because their volumes could not be restored
     /// (the pair stays held until a later release or reconcile succeeds),
     /// with the reason.
@@ -41,7 +50,7 @@ pub struct Reconciled {
 }
 
 /// Releases every allocation of `request.owner` not in `request.keep` and
-/// created before this call began, each after restoring its volumes (these
+/// created at least `request.min_age` before this call began, each after restoring its volumes (these
 /// are exactly the containers whose teardown failed, whose volumes still
 /// carry the pair). Each release is durable on its own; one whose volumes
 /// cannot be restored is kept and reported, and the others go on. If the
@@ -53,6 +62,8 @@ pub async fn reconcile(
 ) -> Result<Reconciled, AllocError> {
     let engine = volumes.engine();
     let started = store::now();
+    // Created at or after this: too young to judge.
+    let young = started.checked_sub(request.min_age).unwrap_or(UNIX_EPOCH);
     // A runtime knows the containers of its own host only.
     let filter = ListFilter {
         owner: Some(request.owner.clone()),
@@ -69,8 +80,9 @@ pub async fn reconcile(
             if request.keep.contains(&record.container_id) {
                 seen += 1;
                 result.kept += 1;
-            } else if record.created_at >= started {
+            } else if record.created_at >= young {
                 result.kept += 1;
+                result.kept_young += 1;
             } else {
                 stale.push(record);
             }

@@ -107,6 +107,8 @@ pub struct DaemonInfo {
     pub selinux_mode: String,
     /// Whether it is serving (the health service says the same).
     pub serving: Arc<std::sync::atomic::AtomicBool>,
+    /// Reconcile's minimum age when a request names none.
+    pub reconcile_min_age: std::time::Duration,
 }
 
 /// The `mcs.v1.Labels` service.
@@ -601,6 +603,18 @@ impl Labels for LabelService {
             )
         })?;
         let subject = owner.to_string();
+        let min_age = match first.min_age_secs {
+            None => self.info.reconcile_min_age,
+            Some(secs) if secs <= crate::config::MAX_RECONCILE_MIN_AGE_SECS => {
+                std::time::Duration::from_secs(secs)
+            }
+            Some(secs) => {
+                return Err(Status::invalid_argument(format!(
+                    "Reconcile: min_age_secs {secs} is more than a day ({})",
+                    crate::config::MAX_RECONCILE_MIN_AGE_SECS
+                )))
+            }
+        };
         let result = async {
             let mut keep = KeepSet::new(MAX_RECONCILE_KEEP_BYTES);
             keep.add(first.keep)?;
@@ -619,6 +633,7 @@ impl Labels for LabelService {
                     owner: owner.clone(),
                     keep: keep.ids,
                     dry_run: first.dry_run,
+                    min_age,
                 },
             )
             .await?;
@@ -626,6 +641,8 @@ impl Labels for LabelService {
                 released: done.released.iter().map(allocation_to_proto).collect(),
                 kept: done.kept,
                 unknown: done.unknown,
+                kept_young: done.kept_young,
+                min_age_secs: min_age.as_secs(),
                 not_released: done
                     .not_released
                     .iter()

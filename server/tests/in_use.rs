@@ -198,3 +198,84 @@ async fn reconcile_takes_thousands_of_real_length_container_ids() {
     assert_eq!((r.released.len(), r.kept, r.unknown), (0, 1, 5000));
     c.get(&kept).await.unwrap();
 }
+
+/// A container that exists but does not run keeps its level: at start
+/// mcsd holds the levels in the files the real `podman create` wrote
+/// (server/src/stored_testdata, from this host; the label fields set as
+/// containers/storage sets them under SELinux, which is off here) and in
+/// docker's config.v2.json, and never hands them out. Once the record is
+/// gone, the next start releases the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn levels_of_stored_containers_are_never_handed_out() {
+    let temp = tempfile::tempdir().unwrap();
+    let proc_root = temp.path().join("proc");
+    std::fs::create_dir_all(&proc_root).unwrap();
+    let storage = temp.path().join("storage");
+    let docker = temp.path().join("docker");
+    let mut containers: serde_json::Value =
+        serde_json::from_str(include_str!("../src/stored_testdata/containers.json")).unwrap();
+    containers[0]["flags"]["ProcessLabel"] = "system_u:system_r:container_t:s0:c0,c1".into();
+    containers[0]["flags"]["MountLabel"] = "system_u:object_r:container_file_t:s0:c0,c1".into();
+    let id = containers[0]["id"].as_str().unwrap().to_owned();
+    std::fs::create_dir_all(storage.join("overlay-containers")).unwrap();
+    std::fs::create_dir_all(storage.join("overlay-layers")).unwrap();
+    let containers_json = storage.join("overlay-containers/containers.json");
+    std::fs::write(&containers_json, containers.to_string()).unwrap();
+    std::fs::write(
+        storage.join("overlay-layers/layers.json"),
+        include_str!("../src/stored_testdata/layers.json"),
+    )
+    .unwrap();
+    let docker_id = "d0".repeat(32);
+    std::fs::create_dir_all(docker.join("containers").join(&docker_id)).unwrap();
+    std::fs::write(
+        docker.join("containers").join(&docker_id).join("config.v2.json"),
+        r#"{"MountLabel":"system_u:object_r:container_file_t:s0:c0,c2","ProcessLabel":"system_u:system_r:container_t:s0:c0,c2"}"#,
+    )
+    .unwrap();
+    let config = CONFIG.replace(
+        "[in_use]\nscan = false\n",
+        &format!(
+            "[in_use]\nscan = true\nproc_root = {:?}\ncontainers_storage = {:?}\ndocker_root = {:?}\n",
+            proc_root.display().to_string(),
+            storage.display().to_string(),
+            docker.display().to_string()
+        ),
+    );
+    assert_ne!(config, CONFIG, "the harness config changed shape");
+    std::fs::write(temp.path().join("mcsd.toml"), config).unwrap();
+    // Three pairs in c0.c2: two stored, one free.
+    let mut d = TestDaemon::in_dir(temp.path(), &["--categories", "c0.c2"]);
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    let held = c.get(format!("stored:{id}")).await.unwrap();
+    assert_eq!(
+        (held.owner.as_str(), held.level.as_str()),
+        ("running", "s0:c0,c1")
+    );
+    let held = c.get(format!("stored:{docker_id}")).await.unwrap();
+    assert_eq!(held.level, "s0:c0,c2");
+    let a = c
+        .allocate(Allocate::new("new").owner("podman"))
+        .await
+        .unwrap();
+    assert_eq!(a.level, "s0:c1,c2");
+    assert_eq!(
+        code(c.allocate(Allocate::new("more").owner("podman")).await),
+        Code::ResourceExhausted
+    );
+    drop(c);
+
+    // podman rm: the record is gone; the next start frees its pair.
+    std::fs::write(&containers_json, "[]").unwrap();
+    d.terminate();
+    d.launch().unwrap();
+    let mut c = d.client().await;
+    assert_eq!(code(c.get(format!("stored:{id}")).await), Code::NotFound);
+    c.get(format!("stored:{docker_id}")).await.unwrap();
+    let a = c
+        .allocate(Allocate::new("more").owner("podman"))
+        .await
+        .unwrap();
+    assert_eq!(a.level, "s0:c0,c1");
+}

@@ -22,6 +22,8 @@ pub(crate) fn config(dir: &Path, auth: AuthConfig) -> Config {
         host_contexts: vec![],
         auth,
         scan_in_use: false,
+        // Judged as soon as the clock has moved past them.
+        reconcile_min_age: std::time::Duration::ZERO,
         ..Config::default()
     }
 }

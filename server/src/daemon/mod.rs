@@ -51,7 +51,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Holds the pairs running processes use, before any client can ask for
 /// one. A scan that cannot read the process table is logged, not fatal:
 /// mcsd is still the better allocator without it.
-async fn adopt_running(volumes: &Volumes, proc_root: &Path) -> Result<(), DaemonError> {
+async fn adopt_running(volumes: &Volumes, config: &Config) -> Result<(), DaemonError> {
+    let proc_root = &config.proc_root;
     let in_use = match inuse::scan(proc_root) {
         Ok(found) => found,
         Err(e) => {
@@ -59,14 +60,42 @@ async fn adopt_running(volumes: &Volumes, proc_root: &Path) -> Result<(), Daemon
             return Ok(());
         }
     };
-    let adopted = inuse::adopt(volumes, &in_use)
+    // Containers that exist but do not run get their stored label back at
+    // the next start: their levels are in use too. A store that cannot be
+    // read is logged and skipped, as the process scan is.
+    let mut stored = crate::stored::Stored::new();
+    type Scan = fn(&Path) -> Result<crate::stored::Stored, String>;
+    let scans: [(&Path, Scan); 2] = [
+        (
+            &config.containers_storage,
+            crate::stored::containers_storage,
+        ),
+        (&config.docker_root, crate::stored::docker),
+    ];
+    for (root, scan) in scans {
+        match scan(root) {
+            Ok(found) => {
+                for (level, id) in found {
+                    stored.entry(level).or_insert(id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(root = %root.display(), error = %e, "cannot read stored containers' labels")
+            }
+        }
+    }
+    let adopted = inuse::adopt(volumes, &in_use, &stored)
         .await
         .map_err(DaemonError::Adopt)?;
     for (level, pid) in &adopted.held {
         tracing::info!(%level, pid, "pair in use by a running process; held as owner running");
     }
+    for (level, holder) in &adopted.held_stored {
+        tracing::info!(%level, holder, "pair recorded by a stored container; held as owner running");
+    }
     tracing::info!(
         levels_in_use = in_use.len(),
+        levels_stored = stored.len(),
         newly_held = adopted.held.len(),
         already_allocated = adopted.already_allocated,
         not_allocatable = adopted.not_allocatable,
@@ -294,7 +323,7 @@ impl Daemon {
         ))));
         let volumes = Volumes::new(engine.clone(), relabeler.clone());
         if config.scan_in_use {
-            adopt_running(&volumes, &config.proc_root).await?;
+            adopt_running(&volumes, config).await?;
         }
 
         reconcile_reservations(&engine, &config.reservations)
@@ -324,6 +353,7 @@ impl Daemon {
             socket: socket.path().to_owned(),
             selinux_mode: mode.to_string(),
             serving: serving.clone(),
+            reconcile_min_age: config.reconcile_min_age,
         };
         let service = LabelsServer::new(LabelService::new(volumes, policy.clone(), info))
             .max_decoding_message_size(MAX_REQUEST_BYTES);

@@ -132,9 +132,13 @@ impl Daemon {
                     || old.file_template != new.file_template,
             ),
             ("metrics", old.metrics != new.metrics),
+            ("reconcile", old.reconcile_min_age != new.reconcile_min_age),
             (
                 "in_use",
-                old.scan_in_use != new.scan_in_use || old.proc_root != new.proc_root,
+                old.scan_in_use != new.scan_in_use
+                    || old.proc_root != new.proc_root
+                    || old.containers_storage != new.containers_storage
+                    || old.docker_root != new.docker_root,
             ),
         ];
         for (key, changed) in later {

@@ -17,7 +17,9 @@ use rustix::process::{kill_process, Pid, Signal};
 /// machine cannot change expected strings.
 /// The scan of running processes is off, so containers running on the test
 /// machine cannot change expected counts.
-pub(crate) const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n[in_use]\nscan = false\n";
+/// Reconcile's minimum age is 0, so tests judge an allocation as soon as
+/// the clock has moved past it (server/tests/reconcile.rs tests the age).
+pub(crate) const CONFIG: &str = "[labels]\nprocess = \"system_u:system_r:container_t\"\nfile = \"system_u:object_r:container_file_t\"\n[in_use]\nscan = false\n[reconcile]\nmin_age_secs = 0\n";
 
 /// A running (or stopped) mcsd under test.
 pub(crate) struct TestDaemon {

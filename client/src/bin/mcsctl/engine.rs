@@ -24,9 +24,9 @@ pub(crate) const POD_KEY_PREFIX: &str = "mcsd-pod-";
 /// The engines whose arguments mcsctl knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Engine {
-    /// podman run|create|pod create
+    /// podman (run, create, pod create; events logger "file" or "journald")
     Podman,
-    /// docker run|create
+    /// docker (run, create; dockerd's events)
     Docker,
 }
 

@@ -4,6 +4,7 @@
 //! Errors print one line on stderr and exit with status 1.
 
 mod engine;
+mod follow;
 mod hook;
 mod list;
 mod output;
@@ -158,6 +159,8 @@ enum Command {
         #[arg(long)]
         hard_links: bool,
     },
+    /// Release a container's label when the engine removes it (never at stop)
+    Follow(follow::Args),
     /// Release every allocation of OWNER except the containers that still exist
     Reconcile {
         /// The runtime whose allocations are reconciled, e.g. podman
@@ -170,6 +173,10 @@ enum Command {
         /// Only show what would be released
         #[arg(long)]
         dry_run: bool,
+        /// Keep allocations younger than SECS (default: mcsd's
+        /// [reconcile] min_age_secs)
+        #[arg(long, value_name = "SECS")]
+        min_age: Option<u64>,
     },
 }
 
@@ -225,13 +232,17 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                 .await
                 .map_err(Failure::Hook);
         }
+        // Connects (and reconnects) itself: mcsd may be down at start.
+        Command::Follow(args) => return follow::run(&socket, args).await.map_err(Failure::Input),
         _ => {}
     }
     let mut client = Client::connect(&socket).await?;
     let wide = cli.output == Format::Wide;
     let format = if wide { Format::Table } else { cli.output };
     match cli.command {
-        Command::Completions { .. } | Command::Man | Command::Hook { .. } => unreachable!(),
+        Command::Completions { .. } | Command::Man | Command::Hook { .. } | Command::Follow(_) => {
+            unreachable!()
+        }
         Command::EngineArgs {
             engine,
             request,
@@ -515,6 +526,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             owner,
             keep,
             dry_run,
+            min_age,
         } => {
             let mut ids = Vec::with_capacity(keep.len());
             for id in keep {
@@ -528,7 +540,9 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     ids.push(id);
                 }
             }
-            let r = client.reconcile(owner.clone(), ids, dry_run).await?;
+            let r = client
+                .reconcile_with_min_age(owner.clone(), ids, dry_run, min_age)
+                .await?;
             match format {
                 Format::Json => output::print_json(
                     out,
@@ -538,6 +552,8 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                         "released": r.released.iter().map(output::allocation_json).collect::<Vec<_>>(),
                         "kept": r.kept,
                         "unknown": r.unknown,
+                        "kept_young": r.kept_young,
+                        "min_age_secs": r.min_age_secs,
                         "not_released": r.not_released.iter().map(|n| json!({
                             "allocation": n.allocation.as_ref().map(output::allocation_json),
                             "reason": n.reason,
@@ -558,10 +574,12 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
                     }
                     writeln!(
                         out,
-                        "{owner}: {verb} {}, kept {}, {} id(s) to keep held nothing",
+                        "{owner}: {verb} {}, kept {}, {} id(s) to keep held nothing, {} younger than {} s kept",
                         r.released.len(),
                         r.kept,
-                        r.unknown
+                        r.unknown,
+                        r.kept_young,
+                        r.min_age_secs
                     )?;
                 }
             }
