@@ -25,10 +25,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::engine::Engine;
+
 /// How long after spawning the events stream the list is taken.
 const STREAM_START: Duration = Duration::from_secs(1);
-
-use crate::engine::Engine;
 
 /// What the follower runs for each engine.
 impl Engine {
