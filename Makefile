@@ -40,8 +40,6 @@ install-files:
 	install -D -m 0644 deploy/sysusers.d/mcsd.conf $(DESTDIR)$(SYSUSERSDIR)/mcsd.conf
 	install -D -m 0644 deploy/tmpfiles.d/mcsd.conf $(DESTDIR)$(TMPFILESDIR)/mcsd.conf
 	install -D -m 0640 deploy/mcsd.toml $(DESTDIR)$(SYSCONFDIR)/mcsd/mcsd.toml
-	install -D -m 0644 deploy/oci-hooks/mcsd-release.json $(DESTDIR)$(HOOKSDIR)/mcsd-release.json
-	sed -i 's|/usr/bin/mcsctl|$(BINDIR)/mcsctl|' $(DESTDIR)$(HOOKSDIR)/mcsd-release.json
 	install -D -m 0644 deploy/oci-hooks/mcsd-record.json $(DESTDIR)$(HOOKSDIR)/mcsd-record.json
 	sed -i 's|/usr/bin/mcsctl|$(BINDIR)/mcsctl|' $(DESTDIR)$(HOOKSDIR)/mcsd-record.json
 	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1

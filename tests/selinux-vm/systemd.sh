@@ -95,11 +95,13 @@ check "/run/mcsd is $(stat -c '%a %U:%G' /run/mcsd 2>&1), $(label /run/mcsd)" \
     [ "$(stat -c '%a %U:%G' /run/mcsd):$(label /run/mcsd)" = "750 root:mcsd:system_u:object_r:mcsd_var_run_t:s0" ]
 check "the unit files are mcsd_unit_file_t ($(label /usr/lib/systemd/system/mcsd.service))" \
     [ "$(label /usr/lib/systemd/system/mcsd.service)" = system_u:object_r:mcsd_unit_file_t:s0 ]
-hook=/usr/share/containers/oci/hooks.d/mcsd-release.json
+hook=/usr/share/containers/oci/hooks.d/mcsd-record.json
 check "the OCI hook is in podman's and CRI-O's hooks.d ($hook)" [ -f "$hook" ]
 hook_path=$(sed -n 's/.*"path": *"\([^"]*\)".*/\1/p' "$hook")
-check "it runs $hook_path at poststop, and that is an executable" \
-    sh -c "[ -x '$hook_path' ] && grep -q '\"stages\": *\[\"poststop\"\]' '$hook'"
+check "it runs $hook_path at createRuntime, and that is an executable" \
+    sh -c "[ -x '$hook_path' ] && grep -q '\"stages\": *\[\"createRuntime\"\]' '$hook'"
+check "no hook in hooks.d runs at poststop (podman runs it at every stop)" \
+    sh -c '! grep -l "poststop" /usr/share/containers/oci/hooks.d/*.json'
 
 # --- socket activation ------------------------------------------------------
 
@@ -231,10 +233,32 @@ check "the next call starts mcsd again ($(systemctl is-active mcsd.service)), ev
 
 # --- the OCI hook, run as podman runs it -------------------------------------
 
-out=$(echo '{"ociVersion":"1.0.2","id":"ctr-d","status":"stopped","pid":0,"bundle":"/"}' |
-    "$hook_path" hook poststop 2>&1)
-info "hook: $out"
-check "the hook releases ctr-d" sh -c '! timeout 60 mcsctl get ctr-d >/dev/null 2>&1'
+# bundle LEVEL: a bundle directory whose config.json carries LEVEL as the
+# engine writes it (process label and mount label).
+bundle() {
+    local dir
+    dir=$(mktemp -d /tmp/bundle.XXXXXX)
+    printf '{"ociVersion":"1.0.2","process":{"selinuxLabel":"system_u:system_r:container_t:%s"},"linux":{"mountLabel":"system_u:object_r:container_file_t:%s"},"annotations":{"io.container.manager":"libpod"}}\n' \
+        "$1" "$1" >"$dir/config.json"
+    echo "$dir"
+}
+# create_runtime ID BUNDLE: the hook, given the OCI state as podman gives it.
+create_runtime() {
+    printf '{"ociVersion":"1.0.2","id":"%s","status":"creating","pid":0,"bundle":"%s","annotations":{"io.container.manager":"libpod"}}\n' \
+        "$1" "$2" | timeout 60 "$hook_path" hook create-runtime
+}
+level_e=$(mcsctl -o json allocate probe-e --owner vmtest | level_of)
+mcsctl release probe-e >/dev/null
+out=$(create_runtime ctr-e "$(bundle "$level_e")" 2>&1)
+got_e=$(mcsctl -o json get ctr-e 2>&1 | level_of)
+check "the hook records ctr-e at the level podman chose ($level_e, recorded: $got_e)" \
+    [ "$got_e" = "$level_e" ]
+show "$out"
+level_c=$(mcsctl -o json get ctr-c | level_of)
+out=$(create_runtime ctr-f "$(bundle "$level_c")" 2>&1)
+check "a second container at ctr-c's level ($level_c) is refused" failed "$?"
+check "and the refusal names the holder: $out" has "ctr-c" "$out"
+check "ctr-c keeps its pair" [ "$(mcsctl -o json get ctr-c | level_of)" = "$level_c" ]
 
 # --- the journal --------------------------------------------------------------
 
