@@ -233,11 +233,12 @@ check "the next call starts mcsd again ($(systemctl is-active mcsd.service)), ev
 
 # --- the OCI hook, run as podman runs it -------------------------------------
 
-# bundle LEVEL: a bundle directory whose config.json carries LEVEL as the
-# engine writes it (process label and mount label).
+# bundle NAME LEVEL: a bundle directory whose config.json carries LEVEL as
+# the engine writes it (process label and mount label).
 bundle() {
-    local dir
-    dir=$(mktemp -d /tmp/bundle.XXXXXX)
+    local dir=/run/vmtest-bundles/$1
+    mkdir -p "$dir" || return
+    shift
     printf '{"ociVersion":"1.0.2","process":{"selinuxLabel":"system_u:system_r:container_t:%s"},"linux":{"mountLabel":"system_u:object_r:container_file_t:%s"},"annotations":{"io.container.manager":"libpod"}}\n' \
         "$1" "$1" >"$dir/config.json"
     echo "$dir"
@@ -249,13 +250,13 @@ create_runtime() {
 }
 level_e=$(mcsctl -o json allocate probe-e --owner vmtest | level_of)
 mcsctl release probe-e >/dev/null
-out=$(create_runtime ctr-e "$(bundle "$level_e")" 2>&1)
+out=$(create_runtime ctr-e "$(bundle ctr-e "$level_e")" 2>&1)
 got_e=$(mcsctl -o json get ctr-e 2>&1 | level_of)
 check "the hook records ctr-e at the level podman chose ($level_e, recorded: $got_e)" \
     [ "$got_e" = "$level_e" ]
 show "$out"
 level_c=$(mcsctl -o json get ctr-c | level_of)
-out=$(create_runtime ctr-f "$(bundle "$level_c")" 2>&1)
+out=$(create_runtime ctr-f "$(bundle ctr-f "$level_c")" 2>&1)
 check "a second container at ctr-c's level ($level_c) is refused" failed "$?"
 check "and the refusal names the holder: $out" has "ctr-c" "$out"
 check "ctr-c keeps its pair" [ "$(mcsctl -o json get ctr-c | level_of)" = "$level_c" ]
