@@ -93,7 +93,11 @@ fn make_install_lays_out_the_package_tree() {
         let hook: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert!(
-            !hook["stages"].as_array().unwrap().iter().any(|s| s == "poststop"),
+            !hook["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "poststop"),
             "{} runs at poststop",
             path.display()
         );
