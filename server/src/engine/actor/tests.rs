@@ -154,28 +154,29 @@ fn spawn<T: Send + 'static>(
     tokio::spawn(f)
 }
 
+/// Allocates `id` on a task.
+fn allocating(
+    engine: &Engine,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<crate::engine::Allocated, AllocError>> {
+    let engine = engine.clone();
+    let request = request(id);
+    tokio::spawn(async move { engine.allocate(request).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_batch_commits_while_one_syncs_and_replies_wait_for_their_sync() {
     let dir = tempfile::tempdir().unwrap();
     let store = SlowSync::new(dir.path());
     let engine = engine(store.clone()).await;
 
-    let a = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("a")).await }
-    });
+    let a = allocating(&engine, "a");
     store.started(1).await;
-    let b = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("b")).await }
-    });
+    let b = allocating(&engine, "b");
     // b is planned and written while a's sync is still running...
     store.started(2).await;
     // ...but a third batch waits for one of them to end.
-    let c = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("c")).await }
-    });
+    let c = allocating(&engine, "c");
     assert_eq!(store.started_after_a_while().await, 2);
     assert!(
         !a.is_finished() && !b.is_finished(),
@@ -204,10 +205,7 @@ async fn a_request_on_a_record_in_flight_waits_for_its_sync() {
     let store = SlowSync::new(dir.path());
     let engine = engine(store.clone()).await;
 
-    let a = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("a")).await }
-    });
+    let a = allocating(&engine, "a");
     store.started(1).await;
     // The release of a cannot be planned from a's unsynced record: it waits.
     let release = spawn({
@@ -236,10 +234,7 @@ async fn a_waiting_reader_stops_commits_overlapping_and_sees_only_synced_records
     let store = SlowSync::new(dir.path());
     let engine = engine(store.clone()).await;
 
-    let a = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("a")).await }
-    });
+    let a = allocating(&engine, "a");
     store.started(1).await;
     // a is written but not synced: a reader must not see it, and must not
     // wait behind an endless run of overlapping commits either.
@@ -248,10 +243,7 @@ async fn a_waiting_reader_stops_commits_overlapping_and_sees_only_synced_records
         async move { engine.get(&ContainerId::new("a").unwrap()).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let b = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("b")).await }
-    });
+    let b = allocating(&engine, "b");
     assert_eq!(
         store.started_after_a_while().await,
         1,
@@ -275,15 +267,9 @@ async fn a_failed_commit_fails_its_batch_only_and_the_engine_recovers_after_the_
     store.fail_first.store(true, Ordering::SeqCst);
     let engine = engine(store.clone()).await;
 
-    let a = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("a")).await }
-    });
+    let a = allocating(&engine, "a");
     store.started(1).await;
-    let b = spawn({
-        let engine = engine.clone();
-        async move { engine.allocate(request("b")).await }
-    });
+    let b = allocating(&engine, "b");
     store.started(2).await;
     store.release(2);
     let err = a.await.unwrap().unwrap_err();
