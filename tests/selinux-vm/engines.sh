@@ -46,11 +46,11 @@ level_of() { sed -n 's/.*"level": *"\([^"]*\)".*/\1/p' | head -1; }
 secs=0
 timed() {
     local t0 t1
-    t0=$(date +%s.%N)
+    t0=$EPOCHREALTIME
     "$@"
     local rc=$?
-    t1=$(date +%s.%N)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    t1=$EPOCHREALTIME
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
     return $rc
 }
 
@@ -75,8 +75,29 @@ stop_mcsd() {
     return 1
 }
 
-# allocate ID: mcsd chooses a level for ID (owner podman) and prints it.
-allocate() { mcsctl -o json allocate "$1" --owner podman | level_of; }
+# allocate ID: mcsd chooses a level for ID and prints it. Owner "scenario":
+# these ids are names, not the engine's ids, and the followers of sections
+# 7 and 8 (owner podman, docker) would release them as removed.
+allocate() { mcsctl -o json allocate "$1" --owner scenario | level_of; }
+owner_of() { sed -n 's/.*"owner": *"\([^"]*\)".*/\1/p' | head -1; }
+# held ID: the level mcsd holds for ID (empty if none).
+held() { mcsctl -o json get "$1" 2>/dev/null | level_of; }
+level_part() { cut -d: -f4-; }
+running() { [ "$(podman inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
+# released_within SECS ID: polls until mcsd holds nothing for ID; the
+# seconds it took in $secs.
+released_within() {
+    local t0 i
+    t0=$EPOCHREALTIME
+    for i in $(seq $(($1 * 5))); do
+        [ -n "$(held "$2")" ] || break
+        sleep 0.2
+    done
+    secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    [ -z "$(held "$2")" ]
+}
+# avg_of: the mean of the numbers on stdin, one a line.
+avg_of() { awk '{ s += $1; n++ } END { if (n) printf "%.2f", s / n }'; }
 
 PROC=system_u:system_r:container_t
 FILE=system_u:object_r:container_file_t
@@ -151,8 +172,11 @@ mount -t cgroup2 none /sys/fs/cgroup
 check "the overlay module loads" insmod /usr/lib/modules/overlay.ko
 
 mkdir -p /etc/mcsd
-printf '%s\n' 'categories = "c0.c99"' '' '[labels]' "process = \"$PROC\"" "file = \"$FILE\"" \
-    >/etc/mcsd/mcsd.toml
+# The policy's whole range: the hook (section 6) records levels podman
+# chose itself, from c0.c1023. A reconcile's minimum age of 3 s lets the
+# followers' reconcile release within the scenario.
+printf '%s\n' 'categories = "c0.c1023"' '' '[labels]' "process = \"$PROC\"" "file = \"$FILE\"" \
+    '' '[reconcile]' 'min_age_secs = 3' >/etc/mcsd/mcsd.toml
 setfattr -n security.selinux -v system_u:object_r:mcsd_conf_t:s0 /etc/mcsd /etc/mcsd/mcsd.toml
 check "mcsd starts (as the classic suite starts it) and answers" start_mcsd
 
@@ -339,6 +363,144 @@ timed docker start d1 >/dev/null 2>&1
 check "docker start d1 (${secs} s): the new process runs at $level_d" \
     [ "$(process_label d1)" = "$PROC:$level_d" ]
 docker rm -f d1 >/dev/null 2>&1
+engine=podman
+
+# --- 6. the createRuntime hook: podman chooses, mcsd records and guards -------
+
+# The start latency without the hook, then with it (hooks.d/mcsd-record.json
+# as packaged, /usr/bin/mcsctl hook create-runtime).
+for i in 1 2 3; do
+    timed podman run -d --name "nohook$i" localhost/bb true >/dev/null 2>&1
+    echo "$secs" >>/run/lat-nohook
+done
+mkdir -p /usr/share/containers/oci/hooks.d
+cp /srv/hooks/mcsd-record.json /usr/share/containers/oci/hooks.d/
+for i in 1 2 3; do
+    timed podman run -d --name "hook$i" localhost/bb true >/dev/null 2>&1
+    echo "$secs" >>/run/lat-hook
+done
+podman rm -f -t 0 nohook1 nohook2 nohook3 hook1 hook2 hook3 >/dev/null 2>&1
+info "podman run -d without the hook: $(tr '\n' ' ' </run/lat-nohook) s (mean $(avg_of </run/lat-nohook)); with it: $(tr '\n' ' ' </run/lat-hook) s (mean $(avg_of </run/lat-hook))"
+
+for h in h1 h2; do
+    podman run -d --name "$h" $OUT localhost/bb sleep 100000 >"/tmp/$h.out" 2>&1
+    check "podman run -d without a level starts $h (the hook installed)" running "$h"
+    running "$h" || indent "$(cat "/tmp/$h.out")"
+done
+id_1=$(podman inspect -f '{{.Id}}' h1)
+id_2=$(podman inspect -f '{{.Id}}' h2)
+hl_1=$(podman inspect -f '{{.ProcessLabel}}' h1 | level_part)
+hl_2=$(podman inspect -f '{{.ProcessLabel}}' h2 | level_part)
+info "podman chose $hl_1 for h1 and $hl_2 for h2"
+check "the hook recorded h1 under its id at podman's level (mcsctl get ${id_1:0:12}…: $(held "$id_1"))" \
+    [ -n "$hl_1" -a "$(held "$id_1")" = "$hl_1" ]
+check "owner podman" [ "$(mcsctl -o json get "$id_1" 2>/dev/null | owner_of)" = podman ]
+check "and h2 at $hl_2, owner podman" \
+    [ -n "$hl_2" -a "$(held "$id_2")" = "$hl_2" -a "$(mcsctl -o json get "$id_2" 2>/dev/null | owner_of)" = podman ]
+# crun 1.8.1 reports only "error executing hook ... (exit code: 1)" and
+# drops the hook's stderr unless run.oci.hooks.stderr names a file for it.
+timed podman run -d --name h3 --security-opt "label=level:$hl_1" \
+    --annotation run.oci.hooks.stderr=/run/h3-hook.err $OUT localhost/bb sleep 100000 >/tmp/h3.out 2>&1
+rc=$?
+refused() { [ "$1" != 0 ] && ! running h3; }
+check "a third container at h1's level $hl_1 is refused (podman run exit $rc, ${secs} s)" refused "$rc"
+check "podman's error is crun's: the hook failed" grep -q 'error executing hook `/usr/bin/mcsctl` (exit code: 1)' /tmp/h3.out
+info "podman printed:"
+indent "$(cut -c1-400 /tmp/h3.out | head -n 4)"
+check "the hook's stderr (run.oci.hooks.stderr) names mcsd's holder (container ${id_1:0:12}…, owner podman)" \
+    grep -q "is held by container $id_1 (owner podman)" /run/h3-hook.err
+info "the hook wrote:"
+indent "$(cut -c1-300 /run/h3-hook.err 2>/dev/null | head -n 4)"
+kept() { running h1 && [ "$(held "$id_1")" = "$hl_1" ]; }
+check "h1 keeps running, its level still held by it" kept
+podman rm -f -t 0 h3 >/dev/null 2>&1
+
+args=$(mcsctl engine-args)
+info "mcsctl engine-args: $args"
+el=$(sed -n 's/.*label=level:\([^ ]*\).*/\1/p' <<<"$args")
+ek=$(sed -n 's/.*io\.mcsd\.key=\([^ ]*\).*/\1/p' <<<"$args")
+check "the placeholder $ek holds $el before the start" [ -n "$el" -a "$(held "$ek")" = "$el" ]
+# shellcheck disable=SC2086
+timed podman run -d --name h4 $args $OUT localhost/bb sleep 100000 >/tmp/h4.out 2>&1
+check "podman run \$(mcsctl engine-args) starts h4 (${secs} s)" running h4
+running h4 || indent "$(cat /tmp/h4.out)"
+id_4=$(podman inspect -f '{{.Id}}' h4 2>/dev/null)
+check "h4 runs at mcsd's level $el ($(process_label h4))" [ "$(process_label h4)" = "$PROC:$el" ]
+check "its allocation is under its id now" [ "$(held "$id_4")" = "$el" ]
+check "and the placeholder $ek is released" [ -z "$(held "$ek")" ]
+
+# --- 7. mcsctl follow --engine podman: released on removal, not on stop ---------
+
+# h2 is removed before the follower runs: released once it starts (by its
+# first reconcile, or by the remove event if podman replays the events file).
+podman rm -f -t 0 h2 >/dev/null 2>&1
+sleep 3
+mcsctl follow --engine podman --interval 5 >/run/follow-podman.log 2>&1 &
+follow_podman=$!
+released_within 30 "$id_2"
+rel=$?
+check "the follower releases h2, removed while it was down (${secs} s after its start)" [ $rel = 0 ]
+timed podman stop -t 1 h1 >/dev/null 2>&1
+sleep 6
+check "podman stop h1 (${secs} s), then 6 s (a reconcile): h1 still holds $hl_1" [ "$(held "$id_1")" = "$hl_1" ]
+timed podman start h1 >/dev/null 2>&1
+check "podman start h1 (${secs} s): it runs at $hl_1, still held by it" \
+    [ "$(process_label h1)" = "$PROC:$hl_1" -a "$(held "$id_1")" = "$hl_1" ]
+podman stop -t 1 h1 >/dev/null 2>&1
+stop_mcsd
+start_mcsd
+sleep 6
+check "mcsd restarted while h1 is stopped (and 6 s more): it still holds $hl_1" [ "$(held "$id_1")" = "$hl_1" ]
+podman start h1 >/dev/null 2>&1
+check "h1 starts again at $hl_1" [ "$(process_label h1)" = "$PROC:$hl_1" ]
+timed podman rm -f -t 0 h1 >/dev/null 2>&1
+rm_secs=$secs
+released_within 30 "$id_1"
+rel=$?
+check "podman rm -f h1 (${rm_secs} s): $hl_1 released ${secs} s after rm returned" [ $rel = 0 ]
+info "rm-to-release (podman): ${secs} s"
+timed podman rm -f -t 0 h4 >/dev/null 2>&1
+released_within 30 "$id_4"
+check "podman rm -f h4 (the engine-args container): released ${secs} s after" [ -z "$(held "$id_4")" ]
+rm -f /run/h5.cid
+podman run -d --rm --cidfile /run/h5.cid $OUT localhost/bb sleep 5 >/tmp/h5.out 2>&1
+id_5=$(cat /run/h5.cid 2>/dev/null)
+check "a --rm container is recorded while it runs ($(held "$id_5"))" [ -n "$id_5" -a -n "$(held "$id_5")" ]
+released_within 60 "$id_5"
+rel=$?
+check "and released after it exits (${secs} s after the start returned)" [ -n "$id_5" -a $rel = 0 ]
+kill "$follow_podman" 2>/dev/null
+info "the follower logged:"
+indent "$(head -n 16 /run/follow-podman.log)"
+rm -f /usr/share/containers/oci/hooks.d/mcsd-record.json
+
+# --- 8. mcsctl follow --engine docker: released on docker rm --------------------
+
+# dockerd reads no hooks.d: the test records d2 under its id itself.
+engine=docker
+level_d2=$(allocate d2)
+docker create --name d2 --network none --security-opt "label=level:$level_d2" \
+    localhost/bb sleep 100000 >/tmp/d2.out 2>&1
+did=$(docker inspect -f '{{.Id}}' d2 2>/dev/null)
+mcsctl release d2 >/dev/null 2>&1
+mcsctl allocate "$did" --owner docker --level "$level_d2" >/tmp/d2-alloc.out 2>&1
+check "d2 is held under its docker id at $level_d2, owner docker" \
+    [ -n "$did" -a "$(held "$did")" = "$level_d2" ]
+[ "$(held "$did")" = "$level_d2" ] || indent "$(cat /tmp/d2.out /tmp/d2-alloc.out)"
+mcsctl follow --engine docker --interval 5 >/run/follow-docker.log 2>&1 &
+follow_docker=$!
+docker start d2 >/dev/null 2>&1
+docker stop -t 1 d2 >/dev/null 2>&1
+sleep 6
+check "docker start + stop d2 and 6 s with the follower: still held" [ "$(held "$did")" = "$level_d2" ]
+timed docker rm -f d2 >/dev/null 2>&1
+rm_secs=$secs
+released_within 30 "$did"
+rel=$?
+check "docker rm d2 (${rm_secs} s): $level_d2 released ${secs} s after rm returned" [ $rel = 0 ]
+info "rm-to-release (docker): ${secs} s"
+kill "$follow_docker" 2>/dev/null
+indent "$(tail -n 4 /run/follow-docker.log)"
 engine=podman
 
 # --- end ------------------------------------------------------------------------
