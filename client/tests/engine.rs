@@ -44,16 +44,23 @@ async fn daemon() -> Setup {
 }
 
 fn mcsctl(socket: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsctl"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcsctl"));
+    command
         .arg("--socket")
         .arg(socket)
         .args(args)
-        .env_remove("MCSD_SOCKET")
+        .env_remove("MCSD_SOCKET");
+    fed(&mut command, stdin)
+}
+
+/// Runs `command` with `stdin` as its input and collects what it printed.
+fn fed(command: &mut Command, stdin: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run mcsctl");
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
     child
         .stdin
         .take()
@@ -487,24 +494,15 @@ async fn a_caller_mcsd_refuses_is_treated_like_mcsd_down() {
     std::fs::set_permissions(s.dir.path(), open.clone()).unwrap();
     std::fs::set_permissions(&s.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let as_nobody = |stdin: &str| {
-        let mut child = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_mcsctl"))
-            .arg("--socket")
-            .arg(&s.socket)
-            .args(["hook", "create-runtime"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("setpriv (util-linux)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        fed(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_mcsctl"))
+                .arg("--socket")
+                .arg(&s.socket)
+                .args(["hook", "create-runtime"]),
+            stdin,
+        )
     };
     let keyed = bundle(s.dir.path(), "keyed", Some("s0:c1,c2"), Some("mcsd-1"));
     let plain = bundle(s.dir.path(), "plain", Some("s0:c1,c2"), None);
