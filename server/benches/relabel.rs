@@ -46,15 +46,8 @@ const LABELS: [&str; 4] = [
 ];
 
 fn main() {
-    assert_eq!(
-        rustix::process::geteuid().as_raw(),
-        0,
-        "the relabel bench writes security.selinux xattrs and mounts tmpfs: run it as root"
-    );
-    let sizes: Vec<usize> = std::env::var("MCSD_RELABEL_BENCH_SIZES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![100_000, 1_000_000]);
+    common::require_root("the relabel bench writes security.selinux xattrs and mounts tmpfs");
+    let sizes = common::sizes("MCSD_RELABEL_BENCH_SIZES", &[100_000, 1_000_000]);
     let goselinux = build_goselinux();
     println!(
         "mcsd relabel benchmark ({} cores); files/s, higher is better; ratios are mcsd's speed over the peer's",

@@ -39,15 +39,8 @@ mod common;
 const CONTAINER: &str = "system_u:object_r:container_file_t:s0:c1,c2";
 
 fn main() {
-    assert_eq!(
-        rustix::process::geteuid().as_raw(),
-        0,
-        "the restore bench writes security.selinux xattrs: run it as root"
-    );
-    let sizes: Vec<usize> = std::env::var("MCSD_RESTORE_BENCH_SIZES")
-        .ok()
-        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![100_000]);
+    common::require_root("the restore bench writes security.selinux xattrs");
+    let sizes = common::sizes("MCSD_RESTORE_BENCH_SIZES", &[100_000]);
     let file_contexts = file_contexts();
     // With no arguments setfiles prints its usage; only a missing binary fails to run.
     if let Err(e) = Command::new("setfiles").output() {

@@ -83,3 +83,20 @@ pub(crate) fn build(root: &Path, size: usize) -> usize {
     }
     count
 }
+
+/// Fails unless run as root, saying why the bench needs it.
+pub(crate) fn require_root(why: &str) {
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "{why}: run it as root"
+    );
+}
+
+/// Tree sizes from the comma-separated variable `var`, else `default`.
+pub(crate) fn sizes(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
