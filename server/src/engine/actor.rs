@@ -60,8 +60,6 @@ impl Deferred {
 struct InFlight {
     /// The store's commit; `None` when the batch changes nothing.
     commit: Option<JoinHandle<Vec<Result<(), StoreError>>>>,
-    /// Transactions committed (one result each).
-    count: usize,
     changes: Vec<Change>,
     /// What the batch's changes touch: later batches leave it alone until
     /// this one is durable or has failed.
@@ -86,7 +84,7 @@ impl InFlight {
                 store: "the store's commit task".into(),
                 detail: e.to_string(),
             };
-            vec![Err(error); self.count]
+            vec![Err(error); self.changes.len()]
         });
         self.commit = None;
         results
@@ -631,7 +629,6 @@ impl Actor {
         };
         self.in_flight.push_back(InFlight {
             commit,
-            count: changes.len(),
             changes,
             touched: mine,
             answers,
