@@ -116,6 +116,20 @@ impl Labels {
     }
 }
 
+/// The MCS pair of a context such as
+/// `system_u:system_r:container_t:s0:c1,c2`; `None` for contexts without
+/// exactly two categories (`s0`, `s0-s0:c0.c1023`, ...), which no container
+/// pair can collide with.
+pub fn level_of_context(context: &str) -> Option<Level> {
+    let context = context.trim_end_matches(['\0', '\n']);
+    let mut parts = context.splitn(4, ':');
+    let (_user, _role, _type) = (parts.next()?, parts.next()?, parts.next()?);
+    let mls = parts.next()?;
+    // An MLS range low-high: a process's effective level is the low end.
+    let low = mls.split('-').next()?;
+    low.parse().ok()
+}
+
 /// The mount option that labels a whole filesystem at mount time.
 pub fn mount_option(file_label: &str) -> String {
     format!("context=\"{file_label}\"")
@@ -321,6 +335,31 @@ pub fn check_against_policy(labels: &Labels) -> Result<(), PolicyRejected> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_are_read_from_contexts_and_other_levels_ignored() {
+        let l = |s: &str| level_of_context(s).map(|l| l.to_string());
+        assert_eq!(
+            l("system_u:system_r:container_t:s0:c1,c2\0"),
+            Some("s0:c1,c2".into())
+        );
+        assert_eq!(
+            l("system_u:system_r:container_t:s0:c5,c900\n"),
+            Some("s0:c5,c900".into())
+        );
+        assert_eq!(
+            l("system_u:system_r:svirt_t:s0:c3,c4-s0:c3,c4"),
+            Some("s0:c3,c4".into())
+        );
+        assert_eq!(
+            l("unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023"),
+            None
+        );
+        assert_eq!(l("system_u:system_r:init_t:s0"), None);
+        assert_eq!(l("system_u:system_r:container_t:s0:c7"), None);
+        assert_eq!(l("kernel"), None);
+        assert_eq!(l(""), None);
+    }
 
     #[test]
     fn templates_parse_and_drop_levels() {

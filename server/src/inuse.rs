@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::context::level_of_context;
 use crate::engine::{AllocateRequest, ListFilter};
 use crate::error::AllocError;
 use crate::id::{ContainerId, Owner};
@@ -24,20 +25,6 @@ pub const RUNNING_OWNER: &str = "running";
 
 /// Levels in use, each with the lowest pid using it.
 pub type InUse = BTreeMap<Level, u32>;
-
-/// The MCS pair of a context such as
-/// `system_u:system_r:container_t:s0:c1,c2`; `None` for contexts without
-/// exactly two categories (`s0`, `s0-s0:c0.c1023`, ...), which no container
-/// pair can collide with.
-pub fn level_of_context(context: &str) -> Option<Level> {
-    let context = context.trim_end_matches(['\0', '\n']);
-    let mut parts = context.splitn(4, ':');
-    let (_user, _role, _type) = (parts.next()?, parts.next()?, parts.next()?);
-    let mls = parts.next()?;
-    // An MLS range low-high: a process's effective level is the low end.
-    let low = mls.split('-').next()?;
-    low.parse().ok()
-}
 
 /// Scans `proc_root` (normally `/proc`) for processes running at a pair.
 /// Processes that vanish or cannot be read are skipped: the scan is a best
@@ -206,31 +193,6 @@ fn pid_of(holder: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pairs_are_read_from_contexts_and_other_levels_ignored() {
-        let l = |s: &str| level_of_context(s).map(|l| l.to_string());
-        assert_eq!(
-            l("system_u:system_r:container_t:s0:c1,c2\0"),
-            Some("s0:c1,c2".into())
-        );
-        assert_eq!(
-            l("system_u:system_r:container_t:s0:c5,c900\n"),
-            Some("s0:c5,c900".into())
-        );
-        assert_eq!(
-            l("system_u:system_r:svirt_t:s0:c3,c4-s0:c3,c4"),
-            Some("s0:c3,c4".into())
-        );
-        assert_eq!(
-            l("unconfined_u:unconfined_r:unconfined_t:s0-s0:c0.c1023"),
-            None
-        );
-        assert_eq!(l("system_u:system_r:init_t:s0"), None);
-        assert_eq!(l("system_u:system_r:container_t:s0:c7"), None);
-        assert_eq!(l("kernel"), None);
-        assert_eq!(l(""), None);
-    }
 
     #[test]
     fn scan_reads_a_proc_tree_and_keeps_the_lowest_pid_per_level() {

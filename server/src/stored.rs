@@ -20,7 +20,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::inuse::level_of_context;
+use crate::context::level_of_context;
 use crate::level::Level;
 
 /// Levels recorded by stored containers, each with the id of a record
