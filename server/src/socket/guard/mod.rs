@@ -22,18 +22,14 @@
 use crate::auth::Caller;
 use crate::connection::PeerStream;
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixListener;
 
-/// What every HTTP/2 client sends first (RFC 9113, section 3.4).
-const PREFACE_LEN: usize = 24;
+mod stream;
+pub use stream::Guarded;
 
 /// At most one warning of each kind per interval.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -372,102 +368,9 @@ pub fn incoming(
     })
 }
 
-/// An admitted connection: holds its [`Permit`] while open, and fails its
-/// reads (which makes the server close it) if the HTTP/2 preface has not
-/// arrived by the deadline.
-#[derive(Debug)]
-pub struct Guarded<S> {
-    inner: S,
-    permit: Permit,
-    /// Until the preface is in: the deadline, and bytes still to come.
-    handshake: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
-    timeout: Duration,
-}
-
-impl<S> Guarded<S> {
-    /// Wraps `inner`, which must send the preface within `timeout`.
-    pub fn new(inner: S, permit: Permit, timeout: Duration) -> Self {
-        Self {
-            inner,
-            permit,
-            handshake: Some((Box::pin(tokio::time::sleep(timeout)), PREFACE_LEN)),
-            timeout,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        // Polled before the read, so the timer wakes this task even when
-        // the peer never sends anything.
-        if let Some((deadline, _)) = &mut this.handshake {
-            if deadline.as_mut().poll(cx).is_ready() {
-                this.permit
-                    .gate
-                    .warn_timed_out(this.permit.uid, this.timeout);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no HTTP/2 preface within the handshake timeout",
-                )));
-            }
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some((_, left))) = (&polled, &mut this.handshake) {
-            *left = left.saturating_sub(buf.filled().len() - before);
-            if *left == 0 {
-                this.handshake = None;
-            }
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Guarded<S> {
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::stream::PREFACE_LEN;
     use super::*;
     use tokio::net::UnixStream;
 
