@@ -370,18 +370,24 @@ impl Daemon {
             .map_err(|e| DaemonError::Reflection(e.to_string()))?;
         let metrics = match &config.metrics {
             Some(listen) => Some(
-                metrics::serve(listen.clone(), engine.clone())
-                    .await
-                    .map_err(|source| DaemonError::Metrics {
-                        listen: listen.to_string(),
-                        source,
-                    })?,
+                metrics::serve(
+                    listen.clone(),
+                    metrics::global().clone(),
+                    EngineGauges(engine.clone()),
+                )
+                .await
+                .map_err(|source| DaemonError::Metrics {
+                    listen: listen.to_string(),
+                    source,
+                })?,
             ),
             None => None,
         };
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(tower::layer::layer_fn(metrics::Timed::new))
+                .layer(tower::layer::layer_fn(|inner| {
+                    metrics::Timed::new(inner, metrics::global().clone())
+                }))
                 .add_service(service)
                 .add_service(health_service)
                 .add_service(reflection)
@@ -495,4 +501,21 @@ fn create_state_dir(path: &Path) -> Result<(), DaemonError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// The pair gauges of the metrics endpoint, read from the engine at each
+/// scrape (the metrics module does not know the engine).
+#[derive(Clone)]
+struct EngineGauges(Engine);
+
+impl metrics::Gauges for EngineGauges {
+    async fn pairs(&self) -> Option<metrics::Pairs> {
+        let pool = self.0.stats().await.ok()?.pool;
+        Some(metrics::Pairs {
+            total: pool.total,
+            held: pool.held,
+            free: pool.free,
+            reserved: pool.reserved,
+        })
+    }
 }

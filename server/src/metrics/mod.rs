@@ -2,8 +2,10 @@
 //! default; loopback TCP or a Unix socket, see `[metrics] listen`, bound
 //! with the main socket's safety: see [`crate::socket`]).
 //!
-//! Counters and histograms live in one process-wide [`Metrics`]; the pair
-//! gauges are read from the engine at each scrape, so they are never stale.
+//! Counters and histograms live in one [`Metrics`], which the daemon
+//! creates and hands to each layer that records an event; the pair gauges
+//! are read at each scrape through [`Gauges`], so they are never
+//! stale. The module depends on nothing it measures.
 //!
 //! Every label value is drawn from a bounded set, since the values come
 //! from clients: a method label is one of the methods mcsd serves (else
@@ -14,7 +16,7 @@
 //! end.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -24,11 +26,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::MetricsListen;
-use crate::engine::Engine;
-use crate::socket::BoundSocket;
+mod endpoint;
+pub use endpoint::{serve, Gauges, HEAD_TIMEOUT};
 
 /// How many distinct owners get their own series; later ones are counted
 /// as `other`. Hosts run a handful of runtimes, each one owner.
@@ -115,8 +115,21 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// A registry with every series at zero.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mcsd");
         let allocations = Family::<OwnerResult, Counter>::default();
         registry.register(
@@ -233,14 +246,15 @@ impl Metrics {
         self.store_flush.observe(took.as_secs_f64());
     }
 
-    /// The text exposition, with pair gauges from `engine` now.
-    pub async fn render(&self, engine: &Engine) -> String {
-        if let Ok(stats) = engine.stats().await {
+    /// The text exposition, with the pair gauges set to `pairs` (left as
+    /// they were when the counts could not be read).
+    pub fn render(&self, pairs: Option<Pairs>) -> String {
+        if let Some(p) = pairs {
             for (state, n) in [
-                ("total", stats.pool.total),
-                ("held", stats.pool.held),
-                ("free", stats.pool.free),
-                ("reserved", stats.pool.reserved),
+                ("total", p.total),
+                ("held", p.held),
+                ("free", p.free),
+                ("reserved", p.reserved),
             ] {
                 self.pairs
                     .get_or_create(&PairState {
@@ -255,76 +269,63 @@ impl Metrics {
     }
 }
 
-/// The process-wide metrics.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
+/// The pool's counts at one scrape, read from whatever holds the pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pairs {
+    /// Pairs in the range.
+    pub total: u64,
+    /// Pairs held by allocations.
+    pub held: u64,
+    /// Pairs free to hand out.
+    pub free: u64,
+    /// Pairs reserved.
+    pub reserved: u64,
 }
 
-/// Serves `GET /metrics` on `listen` until the task is aborted. Each
-/// connection gets one response and is closed (what Prometheus needs).
-pub async fn serve(
-    listen: MetricsListen,
-    engine: Engine,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    match listen {
-        MetricsListen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            tracing::info!(%addr, "serving metrics");
-            Ok(tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(answer(stream, engine.clone()));
-                }
-            }))
-        }
-        MetricsListen::Unix(path) => {
-            // Bound like the main socket: only a stale socket is replaced,
-            // never a file or a live listener, and the mode is 0660 from
-            // the start whatever the umask.
-            let mut socket = BoundSocket::bind(&path).map_err(std::io::Error::other)?;
-            let listener = socket.listener()?;
-            tracing::info!(path = %path.display(), "serving metrics");
-            Ok(tokio::spawn(async move {
-                // Owned by the task: the file goes when the task is aborted.
-                let _socket = socket;
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(answer(stream, engine.clone()));
-                }
-            }))
+/// Where metrics are served (`[metrics] listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address; must be loopback.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path.
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
 }
 
-async fn answer(
-    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    engine: Engine,
-) {
-    let mut request = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(format!("{s:?}: the socket path must be absolute"));
             }
+            return Ok(Self::Unix(path));
         }
-    })
-    .await;
-    if read.is_err() {
-        return;
+        let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+            format!("{s:?} is neither HOST:PORT nor unix:/PATH (e.g. \"127.0.0.1:9464\")")
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "{addr} is not a loopback address; metrics are served on 127.0.0.1, ::1 or a Unix socket only"
+            ));
+        }
+        Ok(Self::Tcp(addr))
     }
-    let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
-    let (status, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics" {
-        ("200 OK", global().render(&engine).await)
-    } else {
-        ("404 Not Found", "metrics are at /metrics\n".to_owned())
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Arc<Metrics> {
+    static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
+    METRICS.get_or_init(|| Arc::new(Metrics::new()))
 }
 
 /// A tower layer body: records every gRPC call's latency (to its response
@@ -332,12 +333,13 @@ async fn answer(
 #[derive(Debug, Clone)]
 pub struct Timed<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S> Timed<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S) -> Self {
-        Self { inner }
+    /// Wraps `inner`, recording into `metrics`.
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
     }
 }
 
@@ -362,9 +364,10 @@ where
         let method = method_label(request.uri().path());
         let started = std::time::Instant::now();
         let call = self.inner.call(request);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let response = call.await;
-            global().request(method, started.elapsed());
+            metrics.request(method, started.elapsed());
             response
         })
     }
