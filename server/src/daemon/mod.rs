@@ -321,7 +321,7 @@ impl Daemon {
             config.relabel.clone(),
             &config.state_dir,
         ))));
-        let volumes = Volumes::new(engine.clone(), relabeler.clone());
+        let volumes = Volumes::new(engine.clone(), relabeler.clone(), metrics::global().clone());
         if config.scan_in_use {
             adopt_running(&volumes, config).await?;
         }

@@ -44,6 +44,7 @@ use crate::context::Labels;
 use crate::engine::{Engine, Released};
 use crate::error::AllocError;
 use crate::id::ContainerId;
+use crate::metrics::Metrics;
 use crate::relabel::{
     Counters, Fixed, FromPolicy, LabelFor, Outcome, Refused, RelabelError, Relabeler, RestoreMode,
     Totals,
@@ -82,6 +83,8 @@ pub struct Volumes {
     walks: Arc<Mutex<HashMap<ContainerId, Vec<Arc<Counters>>>>>,
     /// Built on first use; see [`roots`].
     index: Arc<tokio::sync::Mutex<Option<RootIndex>>>,
+    /// Where every walk's entries are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// A finished relabel.
@@ -117,11 +120,13 @@ impl Drop for Running<'_> {
 }
 
 impl Volumes {
-    /// Relabels through `engine`'s allocations with `relabeler`'s rules.
-    pub fn new(engine: Engine, relabeler: SharedRelabeler) -> Self {
+    /// Relabels through `engine`'s allocations with `relabeler`'s rules,
+    /// counting walked entries in `metrics`.
+    pub fn new(engine: Engine, relabeler: SharedRelabeler, metrics: Arc<Metrics>) -> Self {
         Self {
             engine,
             relabeler,
+            metrics,
             locks: Arc::default(),
             walks: Arc::default(),
             index: Arc::default(),
@@ -318,7 +323,7 @@ impl Volumes {
             reporter.abort();
         }
         let t = counters.totals();
-        crate::metrics::global().relabel(t.changed, t.unchanged, t.failed);
+        self.metrics.relabel(t.changed, t.unchanged, t.failed);
         result
     }
     async fn lookup(&self, id: &ContainerId) -> Result<Option<AllocationRecord>, VolumeError> {
