@@ -10,7 +10,6 @@
 //! Settings are validated here, when the configuration is read, so a typo is
 //! refused with its line instead of failing at the first connection.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,15 +18,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::etcd::EtcdStore;
+use super::etcd::{self, EtcdStore};
 use super::sled::SledStore;
 use super::{Store, StoreError};
 use crate::level::CategoryRange;
 
-/// Default key prefix in etcd.
-pub const DEFAULT_ETCD_PREFIX: &str = "/mcsd/";
-/// Default time limit of one etcd request.
-pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(5);
+/// etcd's settings live with the etcd store; these are the names the
+/// store's users (the benches, the etcd tests) know them by.
+pub use super::etcd::{
+    Auth as EtcdAuth, Password, Settings as EtcdSettings, Tls as EtcdTls,
+    DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, DEFAULT_TIMEOUT as DEFAULT_ETCD_TIMEOUT,
+};
 
 /// Where the records live.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,80 +37,7 @@ pub enum StoreSettings {
     #[default]
     Sled,
     /// An etcd cluster, shared with other mcsd instances.
-    Etcd(EtcdSettings),
-}
-
-/// How to reach etcd (`[store.etcd]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdSettings {
-    /// Client URLs, `http://host:port` or `https://host:port`.
-    pub endpoints: Vec<String>,
-    /// Every key mcsd writes starts with this; instances that share it
-    /// share one pool. Ends with `/`.
-    pub prefix: String,
-    /// TLS, required for `https://` endpoints.
-    pub tls: Option<EtcdTls>,
-    /// etcd user and password, if etcd has authentication enabled.
-    pub auth: Option<EtcdAuth>,
-    /// Time limit of one request.
-    pub timeout: Duration,
-}
-
-/// TLS files for etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdTls {
-    /// CA certificate (PEM) that signed the etcd servers' certificates.
-    pub ca: PathBuf,
-    /// Client certificate and key (PEM), for etcd's `--client-cert-auth`.
-    pub identity: Option<(PathBuf, PathBuf)>,
-}
-
-/// etcd credentials.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EtcdAuth {
-    /// The etcd user.
-    pub user: String,
-    /// Its password.
-    pub password: Password,
-}
-
-impl fmt::Debug for EtcdAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdAuth")
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .finish()
-    }
-}
-
-/// Where the etcd password comes from. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Password {
-    /// Written in the configuration file.
-    Inline(String),
-    /// Read from this file at start (trailing newline removed).
-    File(PathBuf),
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Password::Inline(_) => f.write_str("Inline(<redacted>)"),
-            Password::File(path) => write!(f, "File({})", path.display()),
-        }
-    }
-}
-
-impl Password {
-    /// The password itself.
-    pub fn read(&self) -> Result<String, String> {
-        match self {
-            Password::Inline(p) => Ok(p.clone()),
-            Password::File(path) => std::fs::read_to_string(path)
-                .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| format!("cannot read the etcd password file {}: {e}", path.display())),
-        }
-    }
+    Etcd(etcd::Settings),
 }
 
 impl StoreSettings {
@@ -610,23 +538,5 @@ mod tests {
             );
             assert!(err.contains(hint), "{text:?}: {err}");
         }
-    }
-
-    #[test]
-    fn the_password_is_never_printed() {
-        let auth = EtcdAuth {
-            user: "mcsd".into(),
-            password: Password::Inline("hunter2".into()),
-        };
-        assert!(!format!("{auth:?}").contains("hunter2"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        assert_eq!(Password::File(file).read().unwrap(), "s3cret");
-        let missing = Password::File(dir.path().join("nope")).read().unwrap_err();
-        assert!(
-            missing.contains("cannot read the etcd password file"),
-            "{missing}"
-        );
     }
 }
