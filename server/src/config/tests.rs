@@ -430,3 +430,150 @@ mod store_table {
         }
     }
 }
+
+#[test]
+fn a_refused_value_reads_file_line_key_message() {
+    // The whole message, not just its parts: operators and scripts read it.
+    let cases = [
+        (
+            "state_dir = \"relative/dir\"\n",
+            "/etc/mcsd/mcsd.toml:1: state_dir: relative/dir is relative; state_dir must be an absolute path",
+        ),
+        (
+            "[store]\nbackend = \"zk\"\n",
+            "/etc/mcsd/mcsd.toml:2: store.backend: \"zk\" is not a store backend; use \"sled\" (the default, one host) or \"etcd\" (shared by several hosts)",
+        ),
+        (
+            "[labels]\nfile = \"a:b:c\"\nextra = 1\n",
+            "/etc/mcsd/mcsd.toml:3: unknown field `extra`, expected `process` or `file`",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse(text).unwrap_err().to_string(), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn the_keys_not_refused_above_are_refused_at_their_line_too() {
+    let cases = [
+        ("socket = \"mcsd.sock\"\n", ":1: socket:", "absolute"),
+        (
+            "\nnode_name = \"a b\"\n",
+            ":2: node_name:",
+            "not a node name",
+        ),
+        (
+            "reservations = [\"c5\",\n  \"s0:c9\"]\n",
+            ":2: reservations:",
+            "use s0:cX,cY or cN",
+        ),
+        (
+            "[labels]\nfile = \"nocolons\"\n",
+            ":2: labels.file:",
+            "user:role:type",
+        ),
+        (
+            "[in_use]\nproc_root = \"proc\"\n",
+            ":2: in_use.proc_root:",
+            "absolute",
+        ),
+        (
+            "[in_use]\ncontainers_storage = \"storage\"\n",
+            ":2: in_use.containers_storage:",
+            "absolute",
+        ),
+        ("[in_use]\nscan = 1\n", ":2:", ""),
+        ("[in_use]\nprocs = 1\n", ":2:", "procs"),
+        (
+            "[metrics]\nlisten = \"0.0.0.0:9464\"\n",
+            ":2: metrics.listen:",
+            "not a loopback address",
+        ),
+        (
+            "[metrics]\nlisten = \"unix:metrics.sock\"\n",
+            ":2: metrics.listen:",
+            "must be absolute",
+        ),
+        ("[metrics]\nport = 1\n", ":2:", "port"),
+    ];
+    for (text, location, hint) in cases {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(location), "{text:?}: {err}");
+        assert!(err.contains(hint), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn every_table_prints_and_parses_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("pw");
+    let c = parse(&format!(
+        "socket = \"/run/m y/m.sock\"\nstate_dir = \"/var/lib/m'\\\"d\"\ncategories = \"c3.c200\"\n\
+         node_name = \"node-1.example\"\nreservations = [\"c7\", \"s0:c1,c2\", \"c7\"]\n\
+         [labels]\nfile = \"u:object_r:f_t\"\n\
+         [relabel]\nallowlist = [\"/srv/a\", \"/srv/b\\nc\"]\nrestore = \"none\"\nthreads = 3\n\
+         [auth]\nadmin_uids = [0, 7]\nadmin_groups = [10]\nreader_uids = [2000]\nreader_groups = [0]\n\
+         container_types = [\"container_t\"]\nallow_containers = true\n\
+         [in_use]\nscan = false\nproc_root = \"/tmp/proc\"\ncontainers_storage = \"/cs\"\ndocker_root = \"/d\"\n\
+         [reconcile]\nmin_age_secs = 0\n\
+         [metrics]\nlisten = \"unix:/run/mcsd/metrics.sock\"\n\
+         [connections]\nmax = 9\nper_uid = 3\nhandshake_timeout_ms = 100\n\
+         [store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"https://[::1]:2379\"]\n\
+         prefix = \"/a/\"\ntimeout_ms = 1\nca = \"/ca.pem\"\nuser = \"mcsd\"\npassword_file = {:?}\n",
+        password.display().to_string()
+    ))
+    .unwrap();
+    // The default admin reserve shrank with the small max.
+    assert_eq!(c.connections.admin_reserve, 4);
+    assert_eq!(c.reservations.len(), 2);
+    let text = c.to_toml();
+    let again = parse(&text).unwrap();
+    assert_eq!(again, c, "{text}");
+    // Printing what was printed changes nothing.
+    assert_eq!(again.to_toml(), text);
+    assert!(
+        text.contains(
+            "[labels]\nfile = \"u:object_r:f_t\"\n# process: from the host contexts file"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "user = \"mcsd\"\npassword_file = {:?}\n",
+            password.display().to_string()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_default_configuration_prints_every_table_in_the_files_order() {
+    let text = Config::default().to_toml();
+    let tables: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(
+        tables,
+        [
+            "[labels]",
+            "[relabel]",
+            "[auth]",
+            "[in_use]",
+            "[reconcile]",
+            "[metrics]",
+            "[connections]",
+            "[store]"
+        ]
+    );
+    assert!(
+        text.starts_with("socket = \"/run/mcsd/mcsd.sock\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\n[labels]\n# process: from the host contexts file, else system_u:system_r:container_t\n\
+             # file: from the host contexts file, else system_u:object_r:container_file_t\n\n[relabel]\n"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("\n[store]\nbackend = \"sled\"\n"), "{text}");
+    assert_eq!(parse(&text).unwrap(), Config::default(), "{text}");
+}
