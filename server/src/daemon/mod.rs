@@ -19,7 +19,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::{Policy, Role};
 use crate::config::Config;
-use crate::context::{self, ContextsFileError, PolicyRejected, SelinuxMode};
+use crate::context::{self, ContextsFileError, LabelSource, Labels, PolicyRejected, SelinuxMode};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::error::AllocError;
 use crate::inuse;
@@ -133,24 +133,47 @@ async fn reconcile_reservations(
     Ok(())
 }
 
-/// Checks what `start` checks before it touches the store: label
-/// templates (host contexts file, loaded policy) and the restore mode.
-/// For `mcsd --check-config`.
-pub fn check(config: &Config) -> Result<(), DaemonError> {
-    let (labels, _) = context::resolve_labels(
+/// What a configuration resolves to on this host, before anything is
+/// touched: the label templates (configured, from the host contexts file,
+/// or built in) and the SELinux mode they were checked under.
+struct Resolved {
+    labels: Labels,
+    source: LabelSource,
+    mode: SelinuxMode,
+}
+
+/// Resolves the label templates and checks them against the loaded policy
+/// (unless SELinux is disabled), and checks that the restore mode can work
+/// here. [`Daemon::start`] begins with it and `mcsd --check-config` runs it
+/// ([`check`]), so a configuration the check accepts gets past these steps
+/// at start.
+fn resolve(config: &Config) -> Result<Resolved, DaemonError> {
+    let mode = context::selinux_mode();
+    let (labels, source) = context::resolve_labels(
         (
             config.process_template.clone(),
             config.file_template.clone(),
         ),
         &config.host_contexts,
     )?;
-    if context::selinux_mode() != SelinuxMode::Disabled {
+    if mode != SelinuxMode::Disabled {
         context::check_against_policy(&labels)?;
     }
     if config.relabel.restore == RestoreMode::Policy {
         FromPolicy::new()?;
     }
-    Ok(())
+    Ok(Resolved {
+        labels,
+        source,
+        mode,
+    })
+}
+
+/// Checks what `start` checks before it touches the store: label
+/// templates (host contexts file, loaded policy) and the restore mode.
+/// For `mcsd --check-config`.
+pub fn check(config: &Config) -> Result<(), DaemonError> {
+    resolve(config).map(drop)
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -284,24 +307,16 @@ impl Daemon {
     /// Opens the store, loads the state, binds the socket and starts serving.
     pub async fn start(config: &Config) -> Result<Daemon, DaemonError> {
         let limits = fit_connection_limits(config.connections);
-        let mode = context::selinux_mode();
-        let (labels, source) = context::resolve_labels(
-            (
-                config.process_template.clone(),
-                config.file_template.clone(),
-            ),
-            &config.host_contexts,
-        )?;
+        let Resolved {
+            labels,
+            source,
+            mode,
+        } = resolve(config)?;
         if mode == SelinuxMode::Disabled {
             tracing::warn!("SELinux is disabled on this host: mcsd still allocates and records labels, but nothing enforces them here");
-        } else {
-            context::check_against_policy(&labels)?;
         }
         tracing::info!(process = %labels.process, file = %labels.file, %source, selinux = %mode, "label templates");
 
-        if config.relabel.restore == RestoreMode::Policy {
-            FromPolicy::new()?;
-        }
         if config.store == StoreSettings::Sled {
             create_state_dir(&config.state_dir)?;
         }

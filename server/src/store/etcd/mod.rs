@@ -31,6 +31,8 @@ use async_trait::async_trait;
 use etcd_client::{Client, GetOptions, KvClient, Txn as EtcdTxn, TxnOp, TxnOpResponse};
 use futures_util::future::join_all;
 
+pub use self::open::{Auth, Password, Settings, Tls, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+
 use self::feed::{EtcdFeed, OwnWrites};
 use self::revisions::Revisions;
 use self::txn::{Check, Expect, Planned};

@@ -1,6 +1,13 @@
-//! Opening the etcd store: the connection (TLS, credentials, keep-alives)
-//! and the check that the prefix holds mcsd's format and category range.
+//! Opening the etcd store: how to reach etcd ([`Settings`]), the
+//! connection (TLS, credentials, keep-alives) and the check that the prefix
+//! holds mcsd's format and category range.
+//!
+//! The settings are plain values: the configuration reads and validates
+//! them (`[store.etcd]`) and hands them down, so the store knows no file
+//! format.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +19,90 @@ use etcd_client::{
 
 use super::{EtcdStore, RANGE_KEY};
 use crate::level::CategoryRange;
-use crate::store::backend::EtcdSettings;
 use crate::store::codec::{FORMAT_KEY, FORMAT_VERSION};
 use crate::store::StoreError;
 
+/// Default key prefix in etcd.
+pub const DEFAULT_PREFIX: &str = "/mcsd/";
+/// Default time limit of one etcd request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Client URLs, `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// Every key mcsd writes starts with this; instances that share it
+    /// share one pool. Ends with `/`.
+    pub prefix: String,
+    /// TLS, required for `https://` endpoints.
+    pub tls: Option<Tls>,
+    /// etcd user and password, if etcd has authentication enabled.
+    pub auth: Option<Auth>,
+    /// Time limit of one request.
+    pub timeout: Duration,
+}
+
+/// TLS files for etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// CA certificate (PEM) that signed the etcd servers' certificates.
+    pub ca: PathBuf,
+    /// Client certificate and key (PEM), for etcd's `--client-cert-auth`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// etcd credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The etcd user.
+    pub user: String,
+    /// Its password.
+    pub password: Password,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// Where the etcd password comes from. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    /// Written in the configuration file.
+    Inline(String),
+    /// Read from this file at start (trailing newline removed).
+    File(PathBuf),
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Password::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Password::File(path) => write!(f, "File({})", path.display()),
+        }
+    }
+}
+
+impl Password {
+    /// The password itself.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Password::Inline(p) => Ok(p.clone()),
+            Password::File(path) => std::fs::read_to_string(path)
+                .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read the etcd password file {}: {e}", path.display())),
+        }
+    }
+}
+
 /// etcd hangs up on a TLS client without a certificate when it requires
 /// one, and the transport only says the connection broke: say what to check.
-fn with_tls_hint(settings: &EtcdSettings, detail: String) -> String {
+fn with_tls_hint(settings: &Settings, detail: String) -> String {
     let broke = ["connection closed", "broken pipe", "transport error"]
         .iter()
         .any(|m| detail.contains(m));
@@ -37,10 +121,7 @@ fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
 impl EtcdStore {
     /// Connects, and checks that the prefix holds mcsd's format and the same
     /// category `range` (recording both if the prefix is empty).
-    pub async fn connect(
-        settings: &EtcdSettings,
-        range: CategoryRange,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect(settings: &Settings, range: CategoryRange) -> Result<Self, StoreError> {
         let description = format!(
             "etcd {} prefix {}",
             settings.endpoints.join(","),
@@ -169,5 +250,28 @@ impl EtcdStore {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_never_printed() {
+        let auth = Auth {
+            user: "mcsd".into(),
+            password: Password::Inline("hunter2".into()),
+        };
+        assert!(!format!("{auth:?}").contains("hunter2"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(Password::File(file).read().unwrap(), "s3cret");
+        let missing = Password::File(dir.path().join("nope")).read().unwrap_err();
+        assert!(
+            missing.contains("cannot read the etcd password file"),
+            "{missing}"
+        );
     }
 }
