@@ -15,9 +15,9 @@ use toml::Spanned;
 use super::auth::AuthSection;
 use super::connections::ConnectionsSection;
 use super::error::Invalid;
-use crate::metrics::Listen as MetricsListen;
 use super::store::StoreSection;
 use super::{absolute, Config, MAX_RECONCILE_MIN_AGE_SECS};
+use crate::metrics::Listen as MetricsListen;
 use crate::relabel::RelabelConfig;
 use crate::reservation::Reservation;
 
