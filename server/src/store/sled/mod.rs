@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 
 use super::codec::{self, FORMAT_KEY, FORMAT_VERSION};
+use super::load::{self, Records};
 use super::{
     AllocationRecord, GroupRecord, Holder, LoadSink, Op, ReservationRecord, Store, StoreError, Txn,
 };
@@ -93,10 +94,7 @@ impl SledStore {
     }
 
     fn corrupt(&self, key: &[u8], detail: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: format!("record {}: {detail}", String::from_utf8_lossy(key)),
-        }
+        load::corrupt(&self.path, key, detail)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
@@ -223,31 +221,16 @@ fn libc_enospc() -> i32 {
 /// Finds a key outside the known prefixes (damage, or another program's
 /// data) by looking only at the gaps between them: O(log n), not a scan.
 fn first_unknown_key(db: &sled::Db) -> sled::Result<Option<sled::IVec>> {
-    // Sorted known prefixes; a prefix `x/` ends just before `x0`.
-    let known: [&[u8]; 5] = [
-        codec::ALLOCATION_PREFIX,
-        codec::GROUP_PREFIX,
-        FORMAT_KEY,
-        codec::PAIR_PREFIX,
-        codec::RESERVATION_PREFIX,
-    ];
-    let mut gap_start: Vec<u8> = Vec::new();
-    for prefix in known {
-        if let Some(item) = db.range(gap_start.clone()..prefix.to_vec()).next() {
+    for (start, end) in load::gaps(&load::PLACES) {
+        let mut keys = match end {
+            Some(end) => db.range(start..end),
+            None => db.range(start..),
+        };
+        if let Some(item) = keys.next() {
             return item.map(|(k, _)| Some(k));
         }
-        gap_start = if prefix == FORMAT_KEY {
-            [prefix, &[0][..]].concat()
-        } else {
-            let mut end = prefix.to_vec();
-            *end.last_mut().expect("prefixes are not empty") += 1;
-            end
-        };
     }
-    db.range(gap_start..)
-        .next()
-        .transpose()
-        .map(|o| o.map(|(k, _)| k))
+    Ok(None)
 }
 
 fn add_to_batch(batch: &mut sled::Batch, op: &Op) {
@@ -292,35 +275,14 @@ impl Store for SledStore {
         if let Some(key) = first_unknown_key(&db).map_err(|e| self.err(e))? {
             return Err(self.corrupt(&key, "unexpected key"));
         }
-        for item in db.scan_prefix(codec::RESERVATION_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let record = codec::decode_reservation(&v).map_err(|e| self.corrupt(&k, e))?;
-            if codec::reservation_key(record.reservation) != k.as_ref() {
-                return Err(self.corrupt(&k, "key does not match the reservation it holds"));
-            }
-            sink.reservation(record)?;
-        }
-        for item in db.scan_prefix(codec::PAIR_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let level = codec::decode_pair_key(&k).map_err(|e| self.corrupt(&k, e))?;
-            let holder = codec::decode_holder(&v).map_err(|e| self.corrupt(&k, e))?;
-            sink.pair(level, holder)?;
-        }
-        for item in db.scan_prefix(codec::GROUP_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let record = codec::decode_group(&v).map_err(|e| self.corrupt(&k, e))?;
-            if codec::group_key(&record.key) != k.as_ref() {
-                return Err(self.corrupt(&k, "key does not match the group it holds"));
-            }
-            sink.group(record)?;
-        }
-        for item in db.scan_prefix(codec::ALLOCATION_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let record = codec::decode_allocation(&v).map_err(|e| self.corrupt(&k, e))?;
-            if codec::allocation_key(&record.container_id) != k.as_ref() {
-                return Err(self.corrupt(&k, "key does not match the allocation it holds"));
-            }
-            sink.allocation(record)?;
+        for records in Records::LOAD_ORDER {
+            let scan = db.scan_prefix(records.prefix());
+            load::feed(
+                &self.path,
+                records,
+                scan.map(|i| i.map_err(|e| self.err(e))),
+                sink,
+            )?;
         }
         Ok(())
     }
@@ -362,27 +324,9 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<AllocationRecord>, StoreError> {
         let db = self.db()?;
-        let start = match after {
-            // The smallest key greater than a/<after>.
-            Some(id) => {
-                let mut k = codec::allocation_key(id);
-                k.push(0);
-                k
-            }
-            None => codec::ALLOCATION_PREFIX.to_vec(),
-        };
-        let mut out = Vec::with_capacity(limit.min(4096));
-        for item in db.range(start..) {
-            if out.len() == limit {
-                break;
-            }
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            if !k.starts_with(codec::ALLOCATION_PREFIX) {
-                break;
-            }
-            out.push(codec::decode_allocation(&v).map_err(|e| self.corrupt(&k, e))?);
-        }
-        Ok(out)
+        let (start, end) = load::allocation_page(after);
+        let page = db.range(start..end).take(limit);
+        load::allocations(&self.path, page.map(|i| i.map_err(|e| self.err(e))))
     }
 
     async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
