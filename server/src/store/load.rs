@@ -111,7 +111,7 @@ fn feed_one(
 
 /// Decodes a page of allocations that `scan` yields as `(logical key,
 /// value)`, refusing one that does not decode as corruption of `store`.
-pub(crate) fn allocations<K, V>(
+pub(crate) fn decode_allocations<K, V>(
     store: &Path,
     scan: impl IntoIterator<Item = Result<(K, V), StoreError>>,
 ) -> Result<Vec<AllocationRecord>, StoreError>
@@ -172,8 +172,8 @@ pub(crate) enum Place {
     Key(&'static [u8]),
 }
 
-/// The places every backend keeps, sorted by key; a backend with keys of
-/// its own adds them in order.
+/// The places every backend keeps; a backend with keys of its own adds
+/// them.
 pub(crate) const PLACES: [Place; 5] = [
     Place::Prefix(codec::ALLOCATION_PREFIX),
     Place::Prefix(codec::GROUP_PREFIX),
@@ -182,18 +182,26 @@ pub(crate) const PLACES: [Place; 5] = [
     Place::Prefix(codec::RESERVATION_PREFIX),
 ];
 
-/// The logical ranges `[start, end)` between `places` (sorted by key),
-/// where no key of mcsd's lives; an end of `None` is the end of the key
-/// space. A key found in one of them is damage or another program's data.
-pub(crate) fn gaps(places: &[Place]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+impl Place {
+    /// The first key of the place, and the first key past it.
+    fn bounds(self) -> (&'static [u8], Vec<u8>) {
+        match self {
+            Self::Prefix(prefix) => (prefix, prefix_end(prefix)),
+            Self::Key(key) => (key, key_after(key)),
+        }
+    }
+}
+
+/// The logical ranges `[start, end)` between `places`, in key order, where
+/// no key of mcsd's lives; an end of `None` is the end of the key space. A
+/// key found in one of them is damage or another program's data.
+pub(crate) fn gaps(places: impl IntoIterator<Item = Place>) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut places: Vec<_> = places.into_iter().map(Place::bounds).collect();
+    places.sort();
     let mut gaps = Vec::with_capacity(places.len() + 1);
     let mut start = Vec::new();
-    for place in places {
-        let (first, past) = match *place {
-            Place::Prefix(prefix) => (prefix, prefix_end(prefix)),
-            Place::Key(key) => (key, key_after(key)),
-        };
-        debug_assert!(start.as_slice() <= first, "places are sorted");
+    for (first, past) in places {
+        debug_assert!(start.as_slice() <= first, "places do not overlap");
         gaps.push((std::mem::replace(&mut start, past), Some(first.to_vec())));
     }
     gaps.push((start, None));
@@ -443,9 +451,9 @@ mod tests {
             codec::allocation_key(&a.container_id),
             codec::encode_allocation(&a),
         ))];
-        assert_eq!(allocations(&store(), page).unwrap(), vec![a]);
+        assert_eq!(decode_allocations(&store(), page).unwrap(), vec![a]);
         let page = [Ok((b"a/y".to_vec(), b"\xff".to_vec()))];
-        match allocations(&store(), page).unwrap_err() {
+        match decode_allocations(&store(), page).unwrap_err() {
             StoreError::Corrupt { detail, .. } => {
                 assert!(
                     detail.starts_with("record a/y: undecodable allocation"),
@@ -478,8 +486,8 @@ mod tests {
     }
 
     #[test]
-    fn the_gaps_lie_between_the_places() {
-        let gaps = gaps(&PLACES);
+    fn the_gaps_lie_between_the_places_in_key_order() {
+        let found = gaps(PLACES);
         let expected: [(&[u8], Option<&[u8]>); 6] = [
             (b"", Some(b"a/")),
             (b"a0", Some(b"g/")),
@@ -488,10 +496,25 @@ mod tests {
             (b"p0", Some(b"r/")),
             (b"r0", None),
         ];
-        assert_eq!(gaps.len(), expected.len());
-        for ((start, end), (want_start, want_end)) in gaps.iter().zip(expected) {
+        assert_eq!(found.len(), expected.len());
+        for ((start, end), (want_start, want_end)) in found.iter().zip(expected) {
             assert_eq!(start.as_slice(), want_start);
             assert_eq!(end.as_deref(), want_end);
         }
+        // A backend's own key goes where it sorts.
+        let with_range = gaps(PLACES.into_iter().chain([Place::Key(b"meta/range")]));
+        assert_eq!(with_range.len(), 7);
+        assert_eq!(
+            with_range[2],
+            (b"g0".to_vec(), Some(b"meta/format".to_vec()))
+        );
+        assert_eq!(
+            with_range[3],
+            (b"meta/format\0".to_vec(), Some(b"meta/range".to_vec()))
+        );
+        assert_eq!(
+            with_range[4],
+            (b"meta/range\0".to_vec(), Some(b"p/".to_vec()))
+        );
     }
 }

@@ -23,6 +23,7 @@ mod revisions;
 mod txn;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ use super::{
 use crate::id::{ContainerId, GroupKey};
 use crate::level::Level;
 use crate::reservation::Reservation;
+use crate::store::load::{allocation_page, corrupt, decode_allocations};
 
 /// Key of the category range every instance sharing the prefix uses.
 pub const RANGE_KEY: &[u8] = b"meta/range";
@@ -67,21 +69,6 @@ pub struct EtcdStore {
     seen: Arc<Revisions>,
     /// The revision the latest [`Store::load`] read at.
     loaded_at: AtomicI64,
-}
-
-/// The key just after every key that starts with `prefix`. etcd-client's
-/// `with_prefix` derives that end from the key a request starts at, which
-/// serves whole prefixes; a listing page starts after an id inside the
-/// prefix and needs the prefix's end itself.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0] // the whole key space
 }
 
 /// What a failed request tells about etcd.
@@ -139,11 +126,13 @@ impl EtcdStore {
         [self.prefix.as_slice(), logical].concat()
     }
 
+    /// The logical key of `key`, a key etcd returned from under the prefix.
+    fn logical<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        &key[self.prefix.len()..]
+    }
+
     fn corrupt(&self, key: &[u8], detail: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt {
-            path: self.description.clone().into(),
-            detail: format!("record {}: {detail}", String::from_utf8_lossy(key)),
-        }
+        corrupt(Path::new(&self.description), key, detail)
     }
 
     /// Runs one etcd request under the time limit, mapping its errors. A
@@ -411,26 +400,19 @@ impl Store for EtcdStore {
         after: Option<&ContainerId>,
         limit: usize,
     ) -> Result<Vec<AllocationRecord>, StoreError> {
-        let start = match after {
-            Some(id) => {
-                let mut k = self.key(&codec::allocation_key(id));
-                k.push(0);
-                k
-            }
-            None => self.key(codec::ALLOCATION_PREFIX),
-        };
+        // etcd-client's `with_prefix` derives a range's end from the key a
+        // request starts at, which serves whole prefixes; a page starts
+        // after an id inside the prefix and needs the prefix's end itself.
+        let (start, end) = allocation_page(after);
         let options = GetOptions::new()
-            .with_range(self.key(&prefix_end(codec::ALLOCATION_PREFIX)))
+            .with_range(self.key(&end))
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let response = self.get(start, Some(options)).await?;
-        response
+        let response = self.get(self.key(&start), Some(options)).await?;
+        let page = response
             .kvs()
             .iter()
-            .map(|kv| {
-                let key = &kv.key()[self.prefix.len()..];
-                codec::decode_allocation(kv.value()).map_err(|e| self.corrupt(key, e))
-            })
-            .collect()
+            .map(|kv| Ok((self.logical(kv.key()), kv.value())));
+        decode_allocations(Path::new(&self.description), page)
     }
 
     async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
@@ -508,13 +490,6 @@ impl Store for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_end_is_the_first_key_after_the_prefix() {
-        assert_eq!(prefix_end(b"/mcsd/"), b"/mcsd0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff"), vec![0]);
-    }
 
     /// A status as tonic makes it from a failure below gRPC.
     fn status_from(error: impl std::error::Error + Send + Sync + 'static) -> etcd_client::Error {

@@ -221,7 +221,7 @@ fn libc_enospc() -> i32 {
 /// Finds a key outside the known prefixes (damage, or another program's
 /// data) by looking only at the gaps between them: O(log n), not a scan.
 fn first_unknown_key(db: &sled::Db) -> sled::Result<Option<sled::IVec>> {
-    for (start, end) in load::gaps(&load::PLACES) {
+    for (start, end) in load::gaps(load::PLACES) {
         let mut keys = match end {
             Some(end) => db.range(start..end),
             None => db.range(start..),
@@ -326,7 +326,7 @@ impl Store for SledStore {
         let db = self.db()?;
         let (start, end) = load::allocation_page(after);
         let page = db.range(start..end).take(limit);
-        load::allocations(&self.path, page.map(|i| i.map_err(|e| self.err(e))))
+        load::decode_allocations(&self.path, page.map(|i| i.map_err(|e| self.err(e))))
     }
 
     async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
