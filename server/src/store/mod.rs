@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod codec;
 pub mod etcd;
+mod load;
 pub mod sled;
 
 use std::fmt;

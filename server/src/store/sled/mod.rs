@@ -12,6 +12,7 @@
 //! error), so [`Store::recover`] reopens the database: sled then recovers to
 //! the last durable batch, which is exactly what the engine reloads.
 
+mod open;
 mod sync;
 
 use std::path::{Path, PathBuf};
@@ -19,17 +20,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 
-use super::codec::{self, FORMAT_KEY, FORMAT_VERSION};
+use self::open::open_db;
+use super::codec;
+use super::load::{self, Records};
 use super::{
     AllocationRecord, GroupRecord, Holder, LoadSink, Op, ReservationRecord, Store, StoreError, Txn,
 };
 use crate::id::{ContainerId, GroupKey};
 use crate::level::Level;
 use crate::reservation::Reservation;
-
-/// sled's page cache; the engine reads records rarely (Get, List, and once
-/// per mutation), so a small cache keeps RSS low at full occupancy.
-const CACHE_BYTES: u64 = 4 << 20;
 
 /// The sled-backed [`Store`].
 pub struct SledStore {
@@ -93,54 +92,12 @@ impl SledStore {
     }
 
     fn corrupt(&self, key: &[u8], detail: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: format!("record {}: {detail}", String::from_utf8_lossy(key)),
-        }
+        load::corrupt(&self.path, key, detail)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         self.db()?.get(key).map_err(|e| self.err(e))
     }
-}
-
-fn open_db(path: &Path) -> Result<Opened, StoreError> {
-    // sled opens a data file truncated to nothing as an empty database;
-    // remembering that the store existed keeps that from being mistaken
-    // for a new one (and every allocation silently forgotten).
-    let existed = path.join("conf").exists() || path.join("db").exists();
-    // An empty data file beside an existing configuration is a truncated
-    // store: refuse before sled opens (and writes to) it.
-    let data_len = std::fs::metadata(path.join("db")).map(|m| m.len());
-    if path.join("conf").exists() && matches!(data_len, Ok(0) | Err(_)) {
-        return Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            detail: "its data file is missing or empty while its configuration is there: \
-                     the data file was truncated or deleted"
-                .into(),
-        });
-    }
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(CACHE_BYTES)
-        .flush_every_ms(None)
-        .open()
-        .map_err(|e| match map_err(path, e) {
-            StoreError::Io { detail, .. } => StoreError::Open {
-                path: path.to_owned(),
-                detail,
-            },
-            other => other,
-        })?;
-    check_format(path, &db, existed)?;
-    let syncer = sync::Syncer::open(path).map_err(|e| StoreError::Open {
-        path: path.to_owned(),
-        detail: format!("making the store durable: {e}"),
-    })?;
-    Ok(Opened {
-        db,
-        syncer: Arc::new(Mutex::new(syncer)),
-    })
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StoreError {
@@ -152,44 +109,6 @@ fn io_error(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.to_owned(),
         detail: e.to_string(),
-    }
-}
-
-fn check_format(path: &Path, db: &sled::Db, existed: bool) -> Result<(), StoreError> {
-    match db.get(FORMAT_KEY).map_err(|e| map_err(path, e))? {
-        Some(v) => {
-            let found = <[u8; 4]>::try_from(v.as_ref())
-                .map(u32::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    path: path.to_owned(),
-                    detail: format!("format version record is {} bytes, not 4", v.len()),
-                })?;
-            if found == FORMAT_VERSION {
-                Ok(())
-            } else {
-                Err(StoreError::UnknownFormat {
-                    path: path.to_owned(),
-                    found: found.to_string(),
-                    supported: FORMAT_VERSION,
-                })
-            }
-        }
-        None if db.is_empty() && existed => Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            detail: "the store's files exist but hold no records, not even the format version: \
-                     the data file was truncated or replaced"
-                .into(),
-        }),
-        None if db.is_empty() => {
-            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                .map_err(|e| map_err(path, e))?;
-            db.flush().map_err(|e| map_err(path, e))?;
-            Ok(())
-        }
-        None => Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            detail: "it holds records but no format version".into(),
-        }),
     }
 }
 
@@ -223,31 +142,16 @@ fn libc_enospc() -> i32 {
 /// Finds a key outside the known prefixes (damage, or another program's
 /// data) by looking only at the gaps between them: O(log n), not a scan.
 fn first_unknown_key(db: &sled::Db) -> sled::Result<Option<sled::IVec>> {
-    // Sorted known prefixes; a prefix `x/` ends just before `x0`.
-    let known: [&[u8]; 5] = [
-        codec::ALLOCATION_PREFIX,
-        codec::GROUP_PREFIX,
-        FORMAT_KEY,
-        codec::PAIR_PREFIX,
-        codec::RESERVATION_PREFIX,
-    ];
-    let mut gap_start: Vec<u8> = Vec::new();
-    for prefix in known {
-        if let Some(item) = db.range(gap_start.clone()..prefix.to_vec()).next() {
+    for (start, end) in load::gaps(load::PLACES) {
+        let mut keys = match end {
+            Some(end) => db.range(start..end),
+            None => db.range(start..),
+        };
+        if let Some(item) = keys.next() {
             return item.map(|(k, _)| Some(k));
         }
-        gap_start = if prefix == FORMAT_KEY {
-            [prefix, &[0][..]].concat()
-        } else {
-            let mut end = prefix.to_vec();
-            *end.last_mut().expect("prefixes are not empty") += 1;
-            end
-        };
     }
-    db.range(gap_start..)
-        .next()
-        .transpose()
-        .map(|o| o.map(|(k, _)| k))
+    Ok(None)
 }
 
 fn add_to_batch(batch: &mut sled::Batch, op: &Op) {
@@ -292,35 +196,14 @@ impl Store for SledStore {
         if let Some(key) = first_unknown_key(&db).map_err(|e| self.err(e))? {
             return Err(self.corrupt(&key, "unexpected key"));
         }
-        for item in db.scan_prefix(codec::RESERVATION_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let record = codec::decode_reservation(&v).map_err(|e| self.corrupt(&k, e))?;
-            if codec::reservation_key(record.reservation) != k.as_ref() {
-                return Err(self.corrupt(&k, "key does not match the reservation it holds"));
-            }
-            sink.reservation(record)?;
-        }
-        for item in db.scan_prefix(codec::PAIR_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let level = codec::decode_pair_key(&k).map_err(|e| self.corrupt(&k, e))?;
-            let holder = codec::decode_holder(&v).map_err(|e| self.corrupt(&k, e))?;
-            sink.pair(level, holder)?;
-        }
-        for item in db.scan_prefix(codec::GROUP_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let record = codec::decode_group(&v).map_err(|e| self.corrupt(&k, e))?;
-            if codec::group_key(&record.key) != k.as_ref() {
-                return Err(self.corrupt(&k, "key does not match the group it holds"));
-            }
-            sink.group(record)?;
-        }
-        for item in db.scan_prefix(codec::ALLOCATION_PREFIX) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let record = codec::decode_allocation(&v).map_err(|e| self.corrupt(&k, e))?;
-            if codec::allocation_key(&record.container_id) != k.as_ref() {
-                return Err(self.corrupt(&k, "key does not match the allocation it holds"));
-            }
-            sink.allocation(record)?;
+        for records in Records::LOAD_ORDER {
+            let scan = db.scan_prefix(records.prefix());
+            load::feed(
+                &self.path,
+                records,
+                scan.map(|i| i.map_err(|e| self.err(e))),
+                sink,
+            )?;
         }
         Ok(())
     }
@@ -362,27 +245,9 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<AllocationRecord>, StoreError> {
         let db = self.db()?;
-        let start = match after {
-            // The smallest key greater than a/<after>.
-            Some(id) => {
-                let mut k = codec::allocation_key(id);
-                k.push(0);
-                k
-            }
-            None => codec::ALLOCATION_PREFIX.to_vec(),
-        };
-        let mut out = Vec::with_capacity(limit.min(4096));
-        for item in db.range(start..) {
-            if out.len() == limit {
-                break;
-            }
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            if !k.starts_with(codec::ALLOCATION_PREFIX) {
-                break;
-            }
-            out.push(codec::decode_allocation(&v).map_err(|e| self.corrupt(&k, e))?);
-        }
-        Ok(out)
+        let (start, end) = load::allocation_page(after);
+        let page = db.range(start..end).take(limit);
+        load::decode_allocations(&self.path, page.map(|i| i.map_err(|e| self.err(e))))
     }
 
     async fn commit(&self, txns: Vec<Txn>) -> Vec<Result<(), StoreError>> {
