@@ -12,6 +12,34 @@ fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// `program`, run in the workspace without the variables cargo set for
+/// this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). A cargo it starts
+/// (make man, make install-files, rpmbuild's %build) would hand them on to
+/// build scripts that rerun when they change (ring's does), rebuilding half
+/// the dependency tree now and again at the next cargo build outside.
+fn in_workspace(program: &str) -> Command {
+    const SET_BY_CARGO: [&str; 7] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    let mut command = Command::new(program);
+    command.current_dir(workspace());
+    for (name, _) in std::env::vars_os() {
+        if SET_BY_CARGO
+            .iter()
+            .any(|p| name.to_string_lossy().starts_with(p))
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// The directory holding this build's mcsd and mcsctl (mcsctl is built
 /// here if this test runs without the rest of the workspace).
 fn bin_dir() -> PathBuf {
@@ -20,9 +48,8 @@ fn bin_dir() -> PathBuf {
         .unwrap()
         .to_owned();
     if !dir.join("mcsctl").exists() {
-        let ok = Command::new(env!("CARGO"))
+        let ok = in_workspace(env!("CARGO"))
             .args(["build", "-q", "-p", "mcs-client", "--bin", "mcsctl"])
-            .current_dir(workspace())
             .status()
             .unwrap()
             .success();
@@ -32,7 +59,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn install(prefix: &Path, destdir: &Path) {
-    let out = Command::new("make")
+    let out = in_workspace("make")
         .arg("-s")
         .arg("install-files")
         .arg(format!("BIN={}", bin_dir().display()))
@@ -42,7 +69,6 @@ fn install(prefix: &Path, destdir: &Path) {
             "SYSCONFDIR={}",
             prefix.with_file_name("etc").display()
         ))
-        .current_dir(workspace())
         .output()
         .expect("run make");
     assert!(
@@ -186,10 +212,9 @@ fn rpmbuild_all() -> Rpms {
     let top = tempfile::tempdir().unwrap();
     let sources = top.path().join("SOURCES");
     std::fs::create_dir_all(&sources).unwrap();
-    let out = Command::new("make")
+    let out = in_workspace("make")
         .args(["-s", "dist"])
         .arg(format!("DISTDIR={}", sources.display()))
-        .current_dir(workspace())
         .output()
         .expect("run make");
     assert!(
@@ -198,14 +223,13 @@ fn rpmbuild_all() -> Rpms {
         String::from_utf8_lossy(&out.stderr)
     );
     let started = std::time::Instant::now();
-    let out = Command::new("rpmbuild")
+    let out = in_workspace("rpmbuild")
         .args(["-ba", "--build-in-place", "--nodeps"])
         .arg("--define")
         .arg(format!("_topdir {}", top.path().display()))
         .arg("--define")
         .arg(format!("mcsd_bin {}", bin_dir().display()))
         .arg("deploy/mcsd.spec")
-        .current_dir(workspace())
         .output()
         .expect("rpmbuild (Debian package rpm)");
     assert!(
