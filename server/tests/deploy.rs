@@ -1,6 +1,8 @@
 //! The deployment files: `make install-files` lays out the tree the
-//! packages ship, systemd accepts the units, the documented configuration
-//! is exactly the defaults, and the RPM spec builds.
+//! packages ship, the man pages are rendered at build time (the shipped
+//! binaries do not link clap_mangen), systemd accepts the units, the
+//! documented configuration is exactly the defaults, and the RPM spec
+//! builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,6 +136,110 @@ fn make_install_lays_out_the_package_tree() {
     assert_eq!(hook["hook"]["args"][2], "create-runtime");
     assert_eq!(hook["stages"][0], "createRuntime");
     assert_eq!(hook["when"]["always"], true);
+}
+
+/// `make man` renders both pages with the generator examples, as roff
+/// that groff reads without a warning.
+#[test]
+fn make_man_renders_both_pages_as_valid_roff() {
+    let pages = tempfile::tempdir().unwrap();
+    let out = in_workspace("make")
+        .args(["-s", "man"])
+        .arg(format!("BIN={}", bin_dir().display()))
+        .arg(format!("MANBUILD={}", pages.path().display()))
+        .output()
+        .expect("run make");
+    assert!(
+        out.status.success(),
+        "make man: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (page, title, mentions) in [
+        ("mcsd.8", ".TH mcsd 8", "check\\-config"),
+        ("mcsctl.1", ".TH mcsctl 1", "relabel"),
+    ] {
+        let path = pages.path().join(page);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.lines().any(|l| l.starts_with(title)),
+            "{page} has no {title} header"
+        );
+        assert!(
+            text.contains(mentions),
+            "{page} does not mention {mentions}"
+        );
+        match Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "groff on {page}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("groff not installed: {page} checked by its .TH header only")
+            }
+            Err(e) => panic!("groff: {e}"),
+        }
+    }
+}
+
+/// Whether `file` holds `needle` (grep, which is fast on a binary of a
+/// few hundred MB).
+fn file_contains(file: &Path, needle: &str) -> bool {
+    let status = Command::new("grep")
+        .args(["-q", "-a", "-F", needle])
+        .arg(file)
+        .status()
+        .unwrap();
+    assert!(
+        status.code().is_some_and(|c| c <= 1),
+        "grep {needle} {file:?}: {status}"
+    );
+    status.success()
+}
+
+/// Only the man page generators use clap_mangen: neither shipped binary
+/// depends on it (cargo's graph of normal dependencies) or carries it
+/// (no symbol or source path of it in this build's mcsd and mcsctl).
+#[test]
+fn the_shipped_binaries_do_not_link_clap_mangen() {
+    for package in ["mcsd", "mcs-client"] {
+        let out = in_workspace(env!("CARGO"))
+            .args(["tree", "--locked", "-e", "normal", "-p", package])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tree.contains("clap v4"),
+            "no clap in {package}'s tree:\n{tree}"
+        );
+        assert!(
+            !tree.contains("clap_mangen"),
+            "{package} depends on clap_mangen:\n{tree}"
+        );
+    }
+    let bins = bin_dir();
+    // The crates they do link show up by name, so an absence means something.
+    for (bin, linked) in [("mcsd", "clap_builder"), ("mcsctl", "clap_complete")] {
+        let path = bins.join(bin);
+        assert!(
+            file_contains(&path, linked),
+            "{bin} shows no trace of {linked}"
+        );
+        assert!(
+            !file_contains(&path, "clap_mangen"),
+            "{} links clap_mangen",
+            path.display()
+        );
+    }
 }
 
 #[test]
