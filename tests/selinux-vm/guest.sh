@@ -71,19 +71,11 @@ svc() { echo "$*" >/run/svc; }
 start_mcsd() {
     rm -f /run/mcsd.pid
     svc start mcsd /usr/bin/mcsd --config /etc/mcsd/mcsd.toml
-    for _ in $(seq 300); do
-        mcsctl status >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
+    wait_for 30 mcsctl status >/dev/null 2>&1
 }
 stop_mcsd() {
     local pid
     pid=$(cat /run/mcsd.pid)
     kill -TERM "$pid"
-    for _ in $(seq 100); do
-        [ -d "/proc/$pid" ] || return 0
-        sleep 0.1
-    done
-    return 1
+    wait_for 10 test ! -d "/proc/$pid"
 }

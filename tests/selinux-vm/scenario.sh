@@ -24,10 +24,7 @@ svc_run() {
     shift
     rm -f "/run/$name.rc"
     svc run "$name" "$*"
-    for _ in $(seq 100); do
-        [ -s "/run/$name.rc" ] && break
-        sleep 0.1
-    done
+    wait_for 10 test -s "/run/$name.rc"
     cat "/run/$name.rc" 2>/dev/null
 }
 
