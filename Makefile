@@ -1,7 +1,7 @@
 # Build and install mcsd the way the packages do.
-#   make                      release build of mcsd and mcsctl
+#   make                      release build of mcsd and mcsctl, and their man pages
 #   make install DESTDIR=/tmp/root PREFIX=/usr
-#   make install-files BIN=target/debug DESTDIR=...   (no build; tests use it)
+#   make install-files BIN=target/debug DESTDIR=...   (builds only the man pages; tests use it)
 PREFIX      ?= /usr
 BINDIR      ?= $(PREFIX)/bin
 SYSCONFDIR  ?= /etc
@@ -16,8 +16,16 @@ ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 CARGO       ?= cargo
 BIN         ?= target/release
+# The man pages are rendered from the binaries' clap definitions by two
+# examples (server/examples/mcsd-man.rs, client/examples/mcsctl-man.rs),
+# never installed, so neither shipped binary links clap_mangen. `make man`
+# writes them into MANBUILD; cargo builds the generators with the profile
+# of BIN (dev for a .../debug directory, else release), whose dependencies
+# are already built.
+MANBUILD    ?= target/man
+MANPROFILE  ?= $(if $(filter debug,$(notdir $(patsubst %/,%,$(BIN)))),dev,release)
 
-.PHONY: all build install install-files policy install-policy dist
+.PHONY: all build man install install-files policy install-policy dist
 SELINUX_DEVEL ?= /usr/share/selinux/devel/Makefile
 SELINUXTYPE ?= targeted
 VERSION     := $(shell sed -n 's/^Version: *//p' deploy/mcsd.spec)
@@ -26,10 +34,15 @@ all: build
 
 build:
 	$(CARGO) build --release --locked -p mcsd -p mcs-client
+	$(MAKE) man MANPROFILE=release
+
+man:
+	$(CARGO) run --profile $(MANPROFILE) --locked -q -p mcsd --example mcsd-man -- $(MANBUILD)
+	$(CARGO) run --profile $(MANPROFILE) --locked -q -p mcs-client --example mcsctl-man -- $(MANBUILD)
 
 install: build install-files
 
-install-files:
+install-files: man
 	install -D -m 0755 $(BIN)/mcsd $(DESTDIR)$(BINDIR)/mcsd
 	install -D -m 0755 $(BIN)/mcsctl $(DESTDIR)$(BINDIR)/mcsctl
 	install -D -m 0644 deploy/systemd/mcsd.service $(DESTDIR)$(UNITDIR)/mcsd.service
@@ -42,9 +55,8 @@ install-files:
 	install -D -m 0640 deploy/mcsd.toml $(DESTDIR)$(SYSCONFDIR)/mcsd/mcsd.toml
 	install -D -m 0644 deploy/oci-hooks/mcsd-record.json $(DESTDIR)$(HOOKSDIR)/mcsd-record.json
 	sed -i 's|/usr/bin/mcsctl|$(BINDIR)/mcsctl|' $(DESTDIR)$(HOOKSDIR)/mcsd-record.json
-	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1
-	$(BIN)/mcsd --man > $(DESTDIR)$(MANDIR)/man8/mcsd.8
-	$(BIN)/mcsctl man > $(DESTDIR)$(MANDIR)/man1/mcsctl.1
+	install -D -m 0644 $(MANBUILD)/mcsd.8 $(DESTDIR)$(MANDIR)/man8/mcsd.8
+	install -D -m 0644 $(MANBUILD)/mcsctl.1 $(DESTDIR)$(MANDIR)/man1/mcsctl.1
 	install -d $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	$(BIN)/mcsctl completions bash > $(DESTDIR)$(BASHCOMPDIR)/mcsctl
 	$(BIN)/mcsctl completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_mcsctl

@@ -7,9 +7,10 @@ use clap::Parser;
 use mcsd::config::{Config, DEFAULT_CONFIG};
 
 /// mcsd hands out unique SELinux MCS category pairs to container runtimes.
+// pub(crate): examples/mcsd-man.rs renders the man page from it.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Args {
+pub(crate) struct Args {
     /// Configuration file [default: /etc/mcsd/mcsd.toml if it exists]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -35,9 +36,6 @@ struct Args {
     /// Validate the configuration, print the effective one, and exit
     #[arg(long)]
     check_config: bool,
-    /// Print the man page and exit
-    #[arg(long, hide = true)]
-    man: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -126,16 +124,6 @@ fn main() -> ExitCode {
     mcsd::malloc::limit_arenas();
     let args = Args::parse();
     init_logging(args.log_format);
-    if args.man {
-        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
-        return match man.render(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("mcsd: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     if args.check_config {
         return match config_of(&args).and_then(|c| {
             mcsd::daemon::check(&c)?;

@@ -1,6 +1,8 @@
 //! The deployment files: `make install-files` lays out the tree the
-//! packages ship, systemd accepts the units, the documented configuration
-//! is exactly the defaults, and the RPM spec builds.
+//! packages ship, the man pages are rendered at build time (the shipped
+//! binaries do not link clap_mangen), systemd accepts the units, the
+//! documented configuration is exactly the defaults, and the RPM spec
+//! builds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,34 @@ fn workspace() -> PathBuf {
         .to_owned()
 }
 
+/// `program`, run in the workspace without the variables cargo set for
+/// this test (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). A cargo it starts
+/// (make man, make install-files, rpmbuild's %build) would hand them on to
+/// build scripts that rerun when they change (ring's does), rebuilding half
+/// the dependency tree now and again at the next cargo build outside.
+fn in_workspace(program: &str) -> Command {
+    const SET_BY_CARGO: [&str; 7] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    let mut command = Command::new(program);
+    command.current_dir(workspace());
+    for (name, _) in std::env::vars_os() {
+        if SET_BY_CARGO
+            .iter()
+            .any(|p| name.to_string_lossy().starts_with(p))
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// The directory holding this build's mcsd and mcsctl (mcsctl is built
 /// here if this test runs without the rest of the workspace).
 fn bin_dir() -> PathBuf {
@@ -20,9 +50,8 @@ fn bin_dir() -> PathBuf {
         .unwrap()
         .to_owned();
     if !dir.join("mcsctl").exists() {
-        let ok = Command::new(env!("CARGO"))
+        let ok = in_workspace(env!("CARGO"))
             .args(["build", "-q", "-p", "mcs-client", "--bin", "mcsctl"])
-            .current_dir(workspace())
             .status()
             .unwrap()
             .success();
@@ -32,7 +61,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn install(prefix: &Path, destdir: &Path) {
-    let out = Command::new("make")
+    let out = in_workspace("make")
         .arg("-s")
         .arg("install-files")
         .arg(format!("BIN={}", bin_dir().display()))
@@ -42,7 +71,6 @@ fn install(prefix: &Path, destdir: &Path) {
             "SYSCONFDIR={}",
             prefix.with_file_name("etc").display()
         ))
-        .current_dir(workspace())
         .output()
         .expect("run make");
     assert!(
@@ -108,6 +136,110 @@ fn make_install_lays_out_the_package_tree() {
     assert_eq!(hook["hook"]["args"][2], "create-runtime");
     assert_eq!(hook["stages"][0], "createRuntime");
     assert_eq!(hook["when"]["always"], true);
+}
+
+/// `make man` renders both pages with the generator examples, as roff
+/// that groff reads without a warning.
+#[test]
+fn make_man_renders_both_pages_as_valid_roff() {
+    let pages = tempfile::tempdir().unwrap();
+    let out = in_workspace("make")
+        .args(["-s", "man"])
+        .arg(format!("BIN={}", bin_dir().display()))
+        .arg(format!("MANBUILD={}", pages.path().display()))
+        .output()
+        .expect("run make");
+    assert!(
+        out.status.success(),
+        "make man: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (page, title, mentions) in [
+        ("mcsd.8", ".TH mcsd 8", "check\\-config"),
+        ("mcsctl.1", ".TH mcsctl 1", "relabel"),
+    ] {
+        let path = pages.path().join(page);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(
+            text.lines().any(|l| l.starts_with(title)),
+            "{page} has no {title} header"
+        );
+        assert!(
+            text.contains(mentions),
+            "{page} does not mention {mentions}"
+        );
+        match Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "groff on {page}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("groff not installed: {page} checked by its .TH header only")
+            }
+            Err(e) => panic!("groff: {e}"),
+        }
+    }
+}
+
+/// Whether `file` holds `needle` (grep, which is fast on a binary of a
+/// few hundred MB).
+fn file_contains(file: &Path, needle: &str) -> bool {
+    let status = Command::new("grep")
+        .args(["-q", "-a", "-F", needle])
+        .arg(file)
+        .status()
+        .unwrap();
+    assert!(
+        status.code().is_some_and(|c| c <= 1),
+        "grep {needle} {file:?}: {status}"
+    );
+    status.success()
+}
+
+/// Only the man page generators use clap_mangen: neither shipped binary
+/// depends on it (cargo's graph of normal dependencies) or carries it
+/// (no symbol or source path of it in this build's mcsd and mcsctl).
+#[test]
+fn the_shipped_binaries_do_not_link_clap_mangen() {
+    for package in ["mcsd", "mcs-client"] {
+        let out = in_workspace(env!("CARGO"))
+            .args(["tree", "--locked", "-e", "normal", "-p", package])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo tree: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tree.contains("clap v4"),
+            "no clap in {package}'s tree:\n{tree}"
+        );
+        assert!(
+            !tree.contains("clap_mangen"),
+            "{package} depends on clap_mangen:\n{tree}"
+        );
+    }
+    let bins = bin_dir();
+    // The crates they do link show up by name, so an absence means something.
+    for (bin, linked) in [("mcsd", "clap_builder"), ("mcsctl", "clap_complete")] {
+        let path = bins.join(bin);
+        assert!(
+            file_contains(&path, linked),
+            "{bin} shows no trace of {linked}"
+        );
+        assert!(
+            !file_contains(&path, "clap_mangen"),
+            "{} links clap_mangen",
+            path.display()
+        );
+    }
 }
 
 #[test]
@@ -186,10 +318,9 @@ fn rpmbuild_all() -> Rpms {
     let top = tempfile::tempdir().unwrap();
     let sources = top.path().join("SOURCES");
     std::fs::create_dir_all(&sources).unwrap();
-    let out = Command::new("make")
+    let out = in_workspace("make")
         .args(["-s", "dist"])
         .arg(format!("DISTDIR={}", sources.display()))
-        .current_dir(workspace())
         .output()
         .expect("run make");
     assert!(
@@ -198,14 +329,13 @@ fn rpmbuild_all() -> Rpms {
         String::from_utf8_lossy(&out.stderr)
     );
     let started = std::time::Instant::now();
-    let out = Command::new("rpmbuild")
+    let out = in_workspace("rpmbuild")
         .args(["-ba", "--build-in-place", "--nodeps"])
         .arg("--define")
         .arg(format!("_topdir {}", top.path().display()))
         .arg("--define")
         .arg(format!("mcsd_bin {}", bin_dir().display()))
         .arg("deploy/mcsd.spec")
-        .current_dir(workspace())
         .output()
         .expect("rpmbuild (Debian package rpm)");
     assert!(

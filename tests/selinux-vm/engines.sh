@@ -11,37 +11,10 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 exec </dev/null >/dev/ttyS1 2>&1
 export MCSD_SOCKET=/run/mcsd/mcsd.sock
 
-failures=0
-pass() { echo "PASS: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-check() {
-    local what=$1 out
-    shift
-    if out=$("$@" 2>&1); then
-        pass "$what"
-    else
-        fail "$what"
-        [ -z "$out" ] || printf 'INFO:   %s\n' "${out//$'\n'/$'\n'INFO:   }" | head -n 8
-    fi
-}
-info() { echo "INFO: $*"; }
-# indent TEXT: TEXT as INFO lines.
-indent() { [ -z "$1" ] || printf 'INFO:   %s\n' "${1//$'\n'/$'\n'INFO:   }"; }
-lacks() { ! grep -q "$1" <<<"$2"; }
-# avcs PATTERN...: the AVC denials matching every pattern.
-avcs() {
-    local lines
-    lines=$(grep 'avc:  denied' /run/audit.log)
-    for p in "$@"; do lines=$(grep -e "$p" <<<"$lines"); done
-    printf '%s' "$lines"
-}
-denied() { [ -n "$(avcs "$@")" ]; }
-failed() { [ -n "$1" ] && [ "$1" != 0 ]; }
-label() { getfattr -h --absolute-names -n security.selinux --only-values "$1" 2>/dev/null | tr -d '\0'; }
-level_of() { sed -n 's/.*"level": *"\([^"]*\)".*/\1/p' | head -1; }
+# The helpers every guest scenario shares (run installs guest.sh beside it).
+# shellcheck source=guest.sh
+. "$(dirname "${BASH_SOURCE[0]}")/guest.sh"
+
 # timed NAME CMD...: runs CMD, its output on stdout, its seconds in $secs.
 secs=0
 timed() {
@@ -54,34 +27,11 @@ timed() {
     return $rc
 }
 
-svc() { echo "$*" >/run/svc; }
-start_mcsd() {
-    rm -f /run/mcsd.pid
-    svc start mcsd /usr/bin/mcsd --config /etc/mcsd/mcsd.toml
-    for _ in $(seq 300); do
-        mcsctl status >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
-stop_mcsd() {
-    local pid
-    pid=$(cat /run/mcsd.pid)
-    kill -TERM "$pid"
-    for _ in $(seq 100); do
-        [ -d "/proc/$pid" ] || return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # allocate ID: mcsd chooses a level for ID and prints it. Owner "scenario":
 # these ids are names, not the engine's ids, and the followers of sections
 # 7 and 8 (owner podman, docker) would release them as removed.
 allocate() { mcsctl -o json allocate "$1" --owner scenario | level_of; }
 owner_of() { sed -n 's/.*"owner": *"\([^"]*\)".*/\1/p' | head -1; }
-# held ID: the level mcsd holds for ID (empty if none).
-held() { mcsctl -o json get "$1" 2>/dev/null | level_of; }
 level_part() { cut -d: -f4-; }
 running() { [ "$(podman inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
 # released_within SECS ID: polls until mcsd holds nothing for ID; the
@@ -161,7 +111,7 @@ isolation() {
     check "the kernel logged the denial naming both levels ($level -> $other_level)" \
         denied "scontext=$PROC:$level " "tcontext=$FILE:$other_level "
     [ -n "$(avcs "scontext=$PROC:$level " "tcontext=$FILE:$other_level ")" ] &&
-        indent "$(avcs "scontext=$PROC:$level " "tcontext=$FILE:$other_level " | head -1 | sed 's/.*avc: //')"
+        show "$(avcs "scontext=$PROC:$level " "tcontext=$FILE:$other_level " | head -1 | sed 's/.*avc: //')"
 }
 
 # --- set-up -------------------------------------------------------------------
@@ -183,7 +133,7 @@ check "mcsd starts (as the classic suite starts it) and answers" start_mcsd
 timed podman import /srv/images/bb.tar localhost/bb >/tmp/import.out 2>&1
 check "podman imports the busybox image offline (${secs} s)" \
     sh -c 'podman image exists localhost/bb'
-[ -s /tmp/import.out ] && ! podman image exists localhost/bb && indent "$(cat /tmp/import.out)"
+[ -s /tmp/import.out ] && ! podman image exists localhost/bb && show "$(cat /tmp/import.out)"
 info "$(podman --version), $(crun --version | head -1), $(conmon --version | head -1)"
 info "storage driver: $(podman info -f '{{.Store.GraphDriverName}}' 2>&1)"
 
@@ -202,12 +152,12 @@ timed podman run -d --name c1 --security-opt "label=level:$level_1" $OUT \
     localhost/bb sleep 100000 >/tmp/c1.out 2>&1
 check "podman run -d --security-opt label=level:$level_1 starts c1 (${secs} s)" \
     sh -c '[ "$(podman inspect -f "{{.State.Running}}" c1)" = true ]'
-[ "$(podman inspect -f '{{.State.Running}}' c1 2>/dev/null)" = true ] || indent "$(cat /tmp/c1.out)"
+[ "$(podman inspect -f '{{.State.Running}}' c1 2>/dev/null)" = true ] || show "$(cat /tmp/c1.out)"
 podman run -d --name c2 --security-opt "label=level:$level_2" $OUT \
     -v /srv/c2-vol:/v:Z -v /srv/c1-vol:/other -v /srv/c1-vol/data:/other-data \
     localhost/bb sleep 100000 >/tmp/c2.out 2>&1
 check "and c2 at $level_2" sh -c '[ "$(podman inspect -f "{{.State.Running}}" c2)" = true ]'
-[ "$(podman inspect -f '{{.State.Running}}' c2 2>/dev/null)" = true ] || indent "$(cat /tmp/c2.out)"
+[ "$(podman inspect -f '{{.State.Running}}' c2 2>/dev/null)" = true ] || show "$(cat /tmp/c2.out)"
 isolation c1 "$level_1" c2-vol "$level_2"
 isolation c2 "$level_2" c1-vol "$level_1"
 
@@ -217,7 +167,7 @@ level_p=$(allocate p1)
 info "mcsd chose $level_p for pod p1"
 timed podman pod create --name p1 --security-opt "label=level:$level_p" >/tmp/p1.out 2>&1
 check "podman pod create --security-opt label=level:$level_p (${secs} s)" podman pod exists p1
-podman pod exists p1 || indent "$(cat /tmp/p1.out)"
+podman pod exists p1 || show "$(cat /tmp/p1.out)"
 podman pod start p1 >/tmp/p1-start.out 2>&1
 if [ "$(podman inspect -f '{{.State.Running}}' "$(podman pod inspect -f '{{.InfraContainerID}}' p1)" 2>/dev/null)" != true ]; then
     # Observed with podman 4.3.1 (cgroupfs, cgroup v2): in the pod cgroup
@@ -225,12 +175,12 @@ if [ "$(podman inspect -f '{{.State.Running}}' "$(podman pod inspect -f '{{.Infr
     # device filter, not SELinux); the same path made afresh by mkdir
     # works. Not a label matter, so the test works around it.
     info "the pod's infra container did not start:"
-    indent "$(cat /tmp/p1-start.out)"
+    show "$(cat /tmp/p1-start.out)"
     cg=/sys/fs/cgroup$(podman pod inspect -f '{{.CgroupPath}}' p1)
     info "recreating its cgroup $cg without podman's device filter"
     find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
     mkdir -p "$cg"
-    podman pod start p1 >/tmp/p1-start.out 2>&1 || indent "$(cat /tmp/p1-start.out)"
+    podman pod start p1 >/tmp/p1-start.out 2>&1 || show "$(cat /tmp/p1-start.out)"
 fi
 volume p1a-vol
 volume p1b-vol
@@ -239,7 +189,7 @@ for m in p1a p1b; do
         -v /srv/c1-vol:/other -v /srv/c1-vol/data:/other-data \
         localhost/bb sleep 100000 >"/tmp/$m.out" 2>&1
     check "member $m joins with --pod p1" sh -c "[ \"\$(podman inspect -f '{{.State.Running}}' $m)\" = true ]"
-    [ "$(podman inspect -f '{{.State.Running}}' "$m" 2>/dev/null)" = true ] || indent "$(cat "/tmp/$m.out")"
+    [ "$(podman inspect -f '{{.State.Running}}' "$m" 2>/dev/null)" = true ] || show "$(cat "/tmp/$m.out")"
 done
 infra=$(podman pod inspect -f '{{.InfraContainerID}}' p1 2>/dev/null)
 check "the pod's infra container runs at $level_p too" \
@@ -305,7 +255,7 @@ podman --runtime /usr/local/bin/relabel-runtime run --rm --security-opt "label=l
     >/tmp/control.out 2>&1
 check "through the wrapper, unchanged, a container at $level_n runs" \
     grep -q "rootfs of the bb image" /ct/out/control
-grep -q "rootfs of the bb image" /ct/out/control 2>/dev/null || indent "$(cat /tmp/control.out)"
+grep -q "rootfs of the bb image" /ct/out/control 2>/dev/null || show "$(cat /tmp/control.out)"
 
 echo "$level_r" >/run/rewrite-to
 : >/run/rewrite.log
@@ -319,7 +269,7 @@ check "rewritten to $level_r after the rootfs was mounted at $level_n, the conta
     failed "$rc"
 info "podman inspect State: $(podman inspect -f 'Status={{.State.Status}} ExitCode={{.State.ExitCode}} Error={{.State.Error}}' neg)"
 info "the wrapper wrote:"
-indent "$(cat /run/rewrite.log)"
+show "$(cat /run/rewrite.log)"
 check "the wrapper did rewrite the label (and left mountLabel at $level_n)" \
     grep -q "\"selinuxLabel\":\"$PROC:$level_r\"" /run/rewrite.log
 check "the container never ran (its output file is absent or empty)" \
@@ -327,7 +277,7 @@ check "the container never ran (its output file is absent or empty)" \
 check "the kernel refused the process at $level_r its rootfs at $level_n" \
     denied "scontext=$PROC:$level_r " "tcontext=$FILE:$level_n "
 info "the denials:"
-indent "$(avcs "scontext=$PROC:$level_r " | sed 's/.*avc: *//' | sort -u | head -n 6)"
+show "$(avcs "scontext=$PROC:$level_r " | sed 's/.*avc: *//' | sort -u | head -n 6)"
 podman rm -f neg >/dev/null 2>&1
 
 # --- 5. docker: the same with dockerd ------------------------------------------
@@ -340,7 +290,7 @@ timed sh -c 'dockerd --iptables=false --ip-forward=false --ip-masq=false --bridg
     for _ in $(seq 120); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1'
 check "dockerd starts with SELinux support (${secs} s)" \
     sh -c 'docker info -f "{{.SecurityOptions}}" | grep -q selinux'
-docker info >/dev/null 2>&1 || indent "$(tail -n 5 /tmp/dockerd.log)"
+docker info >/dev/null 2>&1 || show "$(tail -n 5 /tmp/dockerd.log)"
 info "$(docker version -f 'docker {{.Server.Version}}' 2>&1), storage driver $(docker info -f '{{.Driver}}' 2>&1)"
 timed docker import /srv/images/bb.tar localhost/bb >/tmp/dimport.out 2>&1
 check "docker imports the busybox image offline (${secs} s)" docker image inspect localhost/bb
@@ -353,7 +303,7 @@ timed docker run -d --name d1 --network none --security-opt "label=level:$level_
     localhost/bb sleep 100000 >/tmp/d1.out 2>&1
 check "docker run -d --security-opt label=level:$level_d starts d1 (${secs} s)" \
     sh -c '[ "$(docker inspect -f "{{.State.Running}}" d1)" = true ]'
-[ "$(docker inspect -f '{{.State.Running}}' d1 2>/dev/null)" = true ] || indent "$(cat /tmp/d1.out)"
+[ "$(docker inspect -f '{{.State.Running}}' d1 2>/dev/null)" = true ] || show "$(cat /tmp/d1.out)"
 isolation d1 "$level_d" c1-vol "$level_1"
 before=$(docker inspect -f '{{.ProcessLabel}} {{.MountLabel}}' d1)
 timed docker stop -t 1 d1 >/dev/null 2>&1
@@ -385,7 +335,7 @@ info "podman run -d without the hook: $(tr '\n' ' ' </run/lat-nohook) s (mean $(
 for h in h1 h2; do
     podman run -d --name "$h" $OUT localhost/bb sleep 100000 >"/tmp/$h.out" 2>&1
     check "podman run -d without a level starts $h (the hook installed)" running "$h"
-    running "$h" || indent "$(cat "/tmp/$h.out")"
+    running "$h" || show "$(cat "/tmp/$h.out")"
 done
 id_1=$(podman inspect -f '{{.Id}}' h1)
 id_2=$(podman inspect -f '{{.Id}}' h2)
@@ -406,11 +356,11 @@ refused() { [ "$1" != 0 ] && ! running h3; }
 check "a third container at h1's level $hl_1 is refused (podman run exit $rc, ${secs} s)" refused "$rc"
 check "podman's error is crun's: the hook failed" grep -q 'error executing hook `/usr/bin/mcsctl` (exit code: 1)' /tmp/h3.out
 info "podman printed:"
-indent "$(cut -c1-400 /tmp/h3.out | head -n 4)"
+show "$(cut -c1-400 /tmp/h3.out | head -n 4)"
 check "the hook's stderr (run.oci.hooks.stderr) names mcsd's holder (container ${id_1:0:12}…, owner podman)" \
     grep -q "is held by container $id_1 (owner podman)" /run/h3-hook.err
 info "the hook wrote:"
-indent "$(cut -c1-300 /run/h3-hook.err 2>/dev/null | head -n 4)"
+show "$(cut -c1-300 /run/h3-hook.err 2>/dev/null | head -n 4)"
 kept() { running h1 && [ "$(held "$id_1")" = "$hl_1" ]; }
 check "h1 keeps running, its level still held by it" kept
 podman rm -f -t 0 h3 >/dev/null 2>&1
@@ -423,7 +373,7 @@ check "the placeholder $ek holds $el before the start" [ -n "$el" -a "$(held "$e
 # shellcheck disable=SC2086
 timed podman run -d --name h4 $args $OUT localhost/bb sleep 100000 >/tmp/h4.out 2>&1
 check "podman run \$(mcsctl engine-args) starts h4 (${secs} s)" running h4
-running h4 || indent "$(cat /tmp/h4.out)"
+running h4 || show "$(cat /tmp/h4.out)"
 id_4=$(podman inspect -f '{{.Id}}' h4 2>/dev/null)
 check "h4 runs at mcsd's level $el ($(process_label h4))" [ "$(process_label h4)" = "$PROC:$el" ]
 check "its allocation is under its id now" [ "$(held "$id_4")" = "$el" ]
@@ -471,7 +421,7 @@ rel=$?
 check "and released after it exits (${secs} s after the start returned)" [ -n "$id_5" -a $rel = 0 ]
 kill "$follow_podman" 2>/dev/null
 info "the follower logged:"
-indent "$(head -n 16 /run/follow-podman.log)"
+show "$(head -n 16 /run/follow-podman.log)"
 rm -f /usr/share/containers/oci/hooks.d/mcsd-record.json
 
 # --- 8. mcsctl follow --engine docker: released on docker rm --------------------
@@ -486,7 +436,7 @@ mcsctl release d2 >/dev/null 2>&1
 mcsctl allocate "$did" --owner docker --level "$level_d2" >/tmp/d2-alloc.out 2>&1
 check "d2 is held under its docker id at $level_d2, owner docker" \
     [ -n "$did" -a "$(held "$did")" = "$level_d2" ]
-[ "$(held "$did")" = "$level_d2" ] || indent "$(cat /tmp/d2.out /tmp/d2-alloc.out)"
+[ "$(held "$did")" = "$level_d2" ] || show "$(cat /tmp/d2.out /tmp/d2-alloc.out)"
 mcsctl follow --engine docker --interval 5 >/run/follow-docker.log 2>&1 &
 follow_docker=$!
 docker start d2 >/dev/null 2>&1
@@ -500,7 +450,7 @@ rel=$?
 check "docker rm d2 (${rm_secs} s): $level_d2 released ${secs} s after rm returned" [ $rel = 0 ]
 info "rm-to-release (docker): ${secs} s"
 kill "$follow_docker" 2>/dev/null
-indent "$(tail -n 4 /run/follow-docker.log)"
+show "$(tail -n 4 /run/follow-docker.log)"
 engine=podman
 
 # --- end ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Pieces shared by the VM tests (tests/selinux-vm/run, tests/power-cut/run):
-# the kernel, the accelerator, copying host programs into a guest tree.
+# the kernel, the accelerator, copying host programs into a guest tree (the
+# guest scenarios' own helpers are in guest.sh).
 # Sourced; the caller defines log and skip (skip prints a loud SKIPPED
 # banner and exits 0).
 

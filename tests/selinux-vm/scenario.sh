@@ -13,73 +13,19 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 exec </dev/null >/dev/ttyS1 2>&1
 export MCSD_SOCKET=/run/mcsd/mcsd.sock
 
-failures=0
-pass() { echo "PASS: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-# check WHAT COMMAND...: PASS when COMMAND succeeds; on failure, what it
-# printed follows as INFO lines.
-check() {
-    local what=$1 out
-    shift
-    if out=$("$@" 2>&1); then
-        pass "$what"
-    else
-        fail "$what"
-        [ -z "$out" ] || printf 'INFO:   %s\n' "${out//$'\n'/$'\n'INFO:   }" | head -n 8
-    fi
-}
-info() { echo "INFO: $*"; }
-# lacks TEXT STRING: STRING does not contain TEXT.
-lacks() { ! grep -q "$1" <<<"$2"; }
-# denied PATTERN...: an AVC denial matching every pattern was recorded.
-denied() {
-    local lines
-    lines=$(grep 'avc:  denied' /run/audit.log)
-    for p in "$@"; do lines=$(grep -e "$p" <<<"$lines"); done
-    [ -n "$lines" ]
-}
-# failed RC: a command ran and exited non-zero.
-failed() { [ -n "$1" ] && [ "$1" != 0 ]; }
+# The helpers every guest scenario shares (run installs guest.sh beside it).
+# shellcheck source=guest.sh
+. "$(dirname "${BASH_SOURCE[0]}")/guest.sh"
 
-label() { getfattr -h --absolute-names -n security.selinux --only-values "$1" 2>/dev/null | tr -d '\0'; }
-level_of() { sed -n 's/.*"level": *"\([^"]*\)".*/\1/p' | head -1; }
-json_get() { mcsctl -o json get "$1" 2>/dev/null | level_of; }
-
-# A command run by the guest's service manager (init_t), as systemd would.
-svc() { echo "$*" >/run/svc; }
+# A command run by the guest's service manager (init_t), as systemd would:
+# its exit status.
 svc_run() {
     local name=$1
     shift
     rm -f "/run/$name.rc"
     svc run "$name" "$*"
-    for _ in $(seq 100); do
-        [ -s "/run/$name.rc" ] && break
-        sleep 0.1
-    done
+    wait_for 10 test -s "/run/$name.rc"
     cat "/run/$name.rc" 2>/dev/null
-}
-
-start_mcsd() {
-    rm -f /run/mcsd.pid
-    svc start mcsd /usr/bin/mcsd --config /etc/mcsd/mcsd.toml
-    for _ in $(seq 300); do
-        mcsctl status >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
-stop_mcsd() {
-    local pid
-    pid=$(cat /run/mcsd.pid)
-    kill -TERM "$pid"
-    for _ in $(seq 100); do
-        [ -d "/proc/$pid" ] || return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 # probe LEVEL SCRIPT: runs SCRIPT (busybox sh) as a container at LEVEL and
@@ -237,7 +183,7 @@ mcsctl release a-again >/dev/null
 
 check "mcsd stops on SIGTERM" stop_mcsd
 check "mcsd starts again" start_mcsd
-check "B's allocation survived the restart" [ "$(json_get b)" = "$level_b" ]
+check "B's allocation survived the restart" [ "$(held b)" = "$level_b" ]
 check "B's volume kept its label" [ "$(label /srv/vol-b/data)" = "$private_b" ]
 
 # --- 7 (and 6). exhaust c0.c9: never B's pair, never the running container's -

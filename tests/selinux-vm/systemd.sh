@@ -12,54 +12,23 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 exec </dev/null >/dev/ttyS1 2>&1
 export MCSD_SOCKET=/run/mcsd/mcsd.sock SYSTEMD_PAGER='' SYSTEMD_COLORS=0 LC_ALL=C
 
-failures=0
+# The helpers every guest scenario shares (run installs guest.sh beside it).
+# shellcheck source=guest.sh
+. "$(dirname "${BASH_SOURCE[0]}")/guest.sh"
+# A failed check shows more of its output: journal excerpts run long.
+check_info_lines=12
 # No call may hang the scenario: a queued connection waits for mcsd.
 mcsctl() { timeout 60 /usr/bin/mcsctl "$@"; }
 # mcsd's own journal entries (not PID 1's about the unit).
 mcsd_log() { journalctl -b -u mcsd.service SYSLOG_IDENTIFIER=mcsd -o cat --no-pager "$@" 2>&1; }
-pass() { echo "PASS: $*"; }
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-# check WHAT COMMAND...: PASS when COMMAND succeeds; on failure, what it
-# printed follows as INFO lines.
-check() {
-    local what=$1 out
-    shift
-    if out=$("$@" 2>&1); then
-        pass "$what"
-    else
-        fail "$what"
-        [ -z "$out" ] || printf 'INFO:   %s\n' "${out//$'\n'/$'\n'INFO:   }" | head -n 12
-    fi
-}
-info() { echo "INFO: $*"; }
-# show TEXT: TEXT as indented INFO lines.
-show() { [ -z "$1" ] || printf 'INFO:   %s\n' "${1//$'\n'/$'\n'INFO:   }"; }
-failed() { [ -n "$1" ] && [ "$1" != 0 ]; }
-has() { grep -q -e "$1" <<<"$2"; }
-lacks() { ! grep -q -e "$1" <<<"$2"; }
 # allocations: mcsctl list without its AGE column, sorted.
 allocations() { mcsctl list 2>&1 | awk '{print $1, $2, $3, $4}' | sort; }
-label() { getfattr -h --absolute-names -n security.selinux --only-values "$1" 2>/dev/null | tr -d '\0'; }
-level_of() { sed -n 's/.*"level": *"\([^"]*\)".*/\1/p' | head -1; }
 main_pid() { systemctl show -p MainPID --value mcsd.service; }
 status_text() { systemctl show -p StatusText --value mcsd.service; }
 # line_of PATTERN TEXT: the number of the first line of TEXT matching.
 line_of() { grep -n -m1 -e "$1" <<<"$2" | cut -d: -f1; }
 # before A B: both set and A < B.
 before() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]; }
-# wait_for SECONDS COMMAND...: until COMMAND succeeds.
-wait_for() {
-    local n=$(($1 * 10))
-    shift
-    for _ in $(seq "$n"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    "$@"
-}
 
 started=$(cut -d' ' -f1 /proc/uptime)
 state=$(systemctl is-system-running --wait 2>&1)

@@ -3,11 +3,14 @@
 //! Every command prints a human table by default and JSON with `-o json`.
 //! Errors print one line on stderr and exit with status 1.
 
-mod engine;
+// engine, output and Failure are pub(crate) because the modules name them
+// from the crate root, which in examples/mcsctl-man.rs is not this file: the
+// man page generator includes it as a module and re-exports them.
+pub(crate) mod engine;
 mod follow;
 mod hook;
 mod list;
-mod output;
+pub(crate) mod output;
 mod relabel;
 
 use std::io::{self, Read, Write};
@@ -21,9 +24,10 @@ use serde_json::json;
 use output::Format;
 
 /// Query and steer mcsd, the host's SELinux MCS label authority.
+// pub(crate): examples/mcsctl-man.rs renders the man page from it.
 #[derive(Debug, Parser)]
 #[command(name = "mcsctl", version, about)]
-struct Cli {
+pub(crate) struct Cli {
     /// mcsd's socket [default: $MCSD_SOCKET, else /run/mcsd/mcsd.sock]
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -125,9 +129,6 @@ enum Command {
         /// bash, zsh or fish
         shell: clap_complete::Shell,
     },
-    /// Print the man page
-    #[command(hide = true)]
-    Man,
     /// Show how much of the range is in use
     Stats,
     /// Exclude a pair (s0:cX,cY) or a category (cN) from allocation
@@ -215,10 +216,6 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut command, "mcsctl", out);
             return Ok(());
         }
-        Command::Man => {
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)?;
-            return Ok(());
-        }
         Command::Hook {
             stage: HookStage::Poststop,
         } => {
@@ -240,7 +237,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
     let wide = cli.output == Format::Wide;
     let format = if wide { Format::Table } else { cli.output };
     match cli.command {
-        Command::Completions { .. } | Command::Man | Command::Hook { .. } | Command::Follow(_) => {
+        Command::Completions { .. } | Command::Hook { .. } | Command::Follow(_) => {
             unreachable!()
         }
         Command::EngineArgs {
@@ -617,7 +614,7 @@ async fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
 
 /// What ends mcsctl with a non-zero status.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(crate) enum Failure {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error("cannot write output: {0}")]
