@@ -19,7 +19,7 @@ use mcsctl::{engine, output, Failure};
 /// page appears whole (written aside, then renamed): parallel `make
 /// install-files` runs may copy it while another one regenerates it.
 fn write_page(dir: &Path) -> std::io::Result<()> {
-    let man = clap_mangen::Man::new(<mcsctl::Cli as clap::CommandFactory>::command());
+    let man = clap_mangen::Man::new(<mcsctl::cli::Cli as clap::CommandFactory>::command());
     let mut page = Vec::new();
     man.render(&mut page)?;
     std::fs::create_dir_all(dir)?;

@@ -14,6 +14,9 @@
 use std::io::{Read, Write};
 
 use mcs_client::{Allocate, Client};
+use serde_json::json;
+
+use crate::output::{self, Format};
 
 /// The annotation (podman, CRI-O) or label (docker) carrying mcsd's key.
 pub(crate) const KEY_ANNOTATION: &str = "io.mcsd.key";
@@ -150,9 +153,36 @@ pub(crate) fn insertion_point(argv: &[String]) -> Result<(usize, bool), String> 
     ))
 }
 
+/// `mcsctl engine-args`: allocates, writes the env file if asked, and
+/// prints the engine's arguments (or, as JSON, the key and level too).
+pub(crate) async fn allocate_and_print(
+    client: &mut Client,
+    engine: Engine,
+    request: &Request,
+    env_file: Option<&std::path::Path>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), super::Failure> {
+    let granted = allocate(client, engine, request).await?;
+    let args = granted.args(engine, false);
+    if let Some(path) = env_file {
+        write_env_file(path, &granted, &args)
+            .map_err(|e| super::Failure::Input(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if format == Format::Json {
+        output::print_json(
+            out,
+            &json!({"engine": engine.name(), "key": granted.key, "level": granted.level, "args": args}),
+        )?;
+    } else {
+        print_args(out, &args)?;
+    }
+    Ok(())
+}
+
 /// Prints the arguments on one line (word-splits in `$(...)`: no spaces,
 /// no glob characters in them).
-pub(crate) fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Result<()> {
+fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Result<()> {
     writeln!(out, "{}", args.join(" "))
 }
 
@@ -160,7 +190,7 @@ pub(crate) fn print_args(out: &mut impl Write, args: &[String]) -> std::io::Resu
 /// values have no spaces but MCSD_ARGS, which systemd and compose take
 /// whole up to the end of the line) through a temporary file renamed into
 /// place, so a reader never sees half of it.
-pub(crate) fn write_env_file(
+fn write_env_file(
     path: &std::path::Path,
     granted: &Granted,
     args: &[String],

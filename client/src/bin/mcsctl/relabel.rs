@@ -2,16 +2,51 @@
 //! (or JSON) for scripts.
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::time::Instant;
 
-use mcs_client::proto::RelabelProgress;
+use mcs_client::proto::{self, RelabelProgress};
+use mcs_client::Client;
 use serde_json::json;
 
 use crate::output::{self, Format};
 use crate::Failure;
 
+/// How to relabel, as given on the command line.
+pub(crate) struct Options {
+    /// Level s0 for all containers instead of the container's own.
+    pub(crate) shared: bool,
+    /// Enter file systems mounted below the root.
+    pub(crate) cross_mounts: bool,
+    /// Label files with hard links outside the volume too.
+    pub(crate) hard_links: bool,
+}
+
+/// Relabels the volume at `path` for container `id` and prints the result.
+pub(crate) async fn run(
+    client: &mut Client,
+    id: String,
+    path: &Path,
+    options: Options,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    // Resolve relative paths here: mcsd has its own working directory.
+    let path = std::path::absolute(path)
+        .map_err(|e| Failure::Input(format!("cannot make {} absolute: {e}", path.display())))?;
+    let request = proto::RelabelRequest {
+        container_id: id,
+        path: path.display().to_string(),
+        shared: options.shared,
+        cross_mounts: options.cross_mounts,
+        hard_links: options.hard_links,
+    };
+    let mut stream = client.relabel(request).await?;
+    show(&mut stream, format, out).await
+}
+
 /// Follows a relabel stream to its end and prints the summary.
-pub(crate) async fn show(
+async fn show(
     stream: &mut tonic::Streaming<RelabelProgress>,
     format: Format,
     out: &mut impl Write,
