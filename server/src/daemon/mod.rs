@@ -7,7 +7,7 @@
 //! finish, then the engine drains its queue and the store flushes last.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,28 +17,35 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
-use crate::auth::{Policy, Role};
+use crate::auth::Policy;
 use crate::config::Config;
-use crate::context::{self, ContextsFileError, LabelSource, Labels, PolicyRejected, SelinuxMode};
-use crate::engine::{Engine, EngineConfig, LoadError};
-use crate::error::AllocError;
-use crate::inuse;
+use crate::context::SelinuxMode;
+use crate::engine::{Engine, EngineConfig};
 use crate::metrics;
-use crate::relabel::{FromPolicy, RelabelError, Relabeler, RestoreMode};
+use crate::relabel::Relabeler;
 use crate::service::{DaemonInfo, LabelService, SharedPolicy};
-use crate::socket::guard::{self, ConnectionLimits, Gate};
+use crate::socket::guard::{self, Gate};
 use crate::socket::{BoundSocket, SocketError};
 use crate::store::backend::{self, StoreSettings};
-use crate::store::StoreError;
 use crate::systemd;
 use crate::volumes::{SharedRelabeler, Volumes};
 
+mod adopt;
+mod error;
+mod limits;
 mod reload;
+mod resolve;
 mod run;
 #[cfg(test)]
 mod tests;
 
+pub use error::DaemonError;
+pub use resolve::check;
 pub use run::run;
+
+use adopt::{adopt_running, reconcile_reservations};
+use limits::{connection_gate, fit_connection_limits};
+use resolve::{resolve, Resolved};
 
 /// Largest request accepted; real requests are a few hundred bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -47,189 +54,6 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// client that keeps its connection open without answering (hung, stopped)
 /// must not hold mcsd's shutdown hostage.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Holds the pairs running processes use, before any client can ask for
-/// one. A scan that cannot read the process table is logged, not fatal:
-/// mcsd is still the better allocator without it.
-async fn adopt_running(volumes: &Volumes, config: &Config) -> Result<(), DaemonError> {
-    let proc_root = &config.proc_root;
-    let in_use = match inuse::scan(proc_root) {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::warn!(proc = %proc_root.display(), error = %e, "cannot scan running processes for labels in use");
-            return Ok(());
-        }
-    };
-    // Containers that exist but do not run get their stored label back at
-    // the next start: their levels are in use too. A store that cannot be
-    // read is logged and skipped, as the process scan is.
-    let mut stored = crate::stored::Stored::new();
-    type Scan = fn(&Path) -> Result<crate::stored::Stored, String>;
-    let scans: [(&Path, Scan); 2] = [
-        (
-            &config.containers_storage,
-            crate::stored::containers_storage,
-        ),
-        (&config.docker_root, crate::stored::docker),
-    ];
-    for (root, scan) in scans {
-        match scan(root) {
-            Ok(found) => {
-                for (level, id) in found {
-                    stored.entry(level).or_insert(id);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(root = %root.display(), error = %e, "cannot read stored containers' labels")
-            }
-        }
-    }
-    let adopted = inuse::adopt(volumes, &in_use, &stored)
-        .await
-        .map_err(DaemonError::Adopt)?;
-    for (level, pid) in &adopted.held {
-        tracing::info!(%level, pid, "pair in use by a running process; held as owner running");
-    }
-    for (level, holder) in &adopted.held_stored {
-        tracing::info!(%level, holder, "pair recorded by a stored container; held as owner running");
-    }
-    tracing::info!(
-        levels_in_use = in_use.len(),
-        levels_stored = stored.len(),
-        newly_held = adopted.held.len(),
-        already_allocated = adopted.already_allocated,
-        not_allocatable = adopted.not_allocatable,
-        released_gone = adopted.released.len(),
-        "scanned running processes for labels in use"
-    );
-    Ok(())
-}
-
-/// Makes the configured reservations in the store those the file lists now,
-/// as a reload does: each listed one is reserved (marked as this node's
-/// configuration's), and each this node's configuration made earlier but no
-/// longer lists (removed while mcsd was down) is removed. Reservations made
-/// with `mcsctl reserve`, and those another node's configuration holds,
-/// stay.
-async fn reconcile_reservations(
-    engine: &Engine,
-    configured: &[crate::reservation::Reservation],
-) -> Result<(), AllocError> {
-    for reservation in configured {
-        let r = engine.reserve_configured(*reservation).await?;
-        if r.created {
-            tracing::info!(%reservation, covered = r.covered, "reserved by the configuration");
-        }
-    }
-    for record in engine.reservations().await? {
-        let reservation = record.reservation;
-        if record.configured_by.as_deref() == Some(engine.node())
-            && !configured.contains(&reservation)
-        {
-            let done = engine.unreserve(reservation).await?;
-            tracing::info!(%reservation, freed = done.freed, "unreserved: no longer in the configuration");
-        }
-    }
-    Ok(())
-}
-
-/// What a configuration resolves to on this host, before anything is
-/// touched: the label templates (configured, from the host contexts file,
-/// or built in) and the SELinux mode they were checked under.
-struct Resolved {
-    labels: Labels,
-    source: LabelSource,
-    mode: SelinuxMode,
-}
-
-/// Resolves the label templates and checks them against the loaded policy
-/// (unless SELinux is disabled), and checks that the restore mode can work
-/// here. [`Daemon::start`] begins with it and `mcsd --check-config` runs it
-/// ([`check`]), so a configuration the check accepts gets past these steps
-/// at start.
-fn resolve(config: &Config) -> Result<Resolved, DaemonError> {
-    let mode = context::selinux_mode();
-    let (labels, source) = context::resolve_labels(
-        (
-            config.process_template.clone(),
-            config.file_template.clone(),
-        ),
-        &config.host_contexts,
-    )?;
-    if mode != SelinuxMode::Disabled {
-        context::check_against_policy(&labels)?;
-    }
-    if config.relabel.restore == RestoreMode::Policy {
-        FromPolicy::new()?;
-    }
-    Ok(Resolved {
-        labels,
-        source,
-        mode,
-    })
-}
-
-/// Checks what `start` checks before it touches the store: label
-/// templates (host contexts file, loaded policy) and the restore mode.
-/// For `mcsd --check-config`.
-pub fn check(config: &Config) -> Result<(), DaemonError> {
-    resolve(config).map(drop)
-}
-
-/// Why the daemon could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    /// The state directory could not be created.
-    #[error("cannot create the state directory {path}: {source}")]
-    StateDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The host contexts file is malformed.
-    #[error(transparent)]
-    Contexts(#[from] ContextsFileError),
-    /// The loaded policy refuses a template.
-    #[error(transparent)]
-    Policy(#[from] PolicyRejected),
-    /// The store could not be opened.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The stored state could not be loaded.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// The socket could not be bound.
-    #[error(transparent)]
-    Socket(#[from] SocketError),
-    /// `restore = "policy"` cannot work on this host.
-    #[error("relabel.restore = \"policy\": {0}; use \"original\" or \"none\"")]
-    Restore(#[from] RelabelError),
-    /// Holding the pairs of running processes failed (the store refused).
-    #[error("cannot hold the labels running processes use: {0}")]
-    Adopt(AllocError),
-    /// The socket systemd passed is unusable.
-    #[error("socket activation: {0}")]
-    Activation(String),
-    /// The engine stopped while serving (its actor panicked): every call
-    /// would fail, so the process exits for its supervisor to restart it.
-    #[error("the engine stopped while serving (see the panic logged above); exiting so that systemd restarts mcsd")]
-    EngineDied,
-    /// The reflection service could not be built.
-    #[error("cannot build the reflection service: {0}")]
-    Reflection(String),
-    /// The metrics listener could not be opened.
-    #[error("cannot serve metrics on {listen}: {source}")]
-    Metrics {
-        /// The configured address.
-        listen: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The gRPC server failed.
-    #[error("the gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
-}
 
 /// A running daemon.
 pub struct Daemon {
@@ -248,59 +72,6 @@ pub struct Daemon {
     gate: Arc<Gate>,
     /// The configuration in force, for reloads.
     config: std::sync::Mutex<Config>,
-}
-
-/// Raises the open-file limit as far as it goes and fits the connection
-/// limits into it, saying what it did: a `connections.max` the descriptors
-/// cannot carry would fail in accept() instead of in a clear refusal.
-fn fit_connection_limits(limits: ConnectionLimits) -> ConnectionLimits {
-    let open_files = match guard::raise_open_file_limit() {
-        Ok((before, now)) => {
-            if before == now {
-                tracing::info!(limit = now, "open-file limit (RLIMIT_NOFILE)");
-            } else {
-                tracing::info!(
-                    before,
-                    limit = now,
-                    "raised the open-file limit (RLIMIT_NOFILE) from {before} to {now}"
-                );
-            }
-            now
-        }
-        Err(e) => {
-            let now = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-                .current
-                .unwrap_or(u64::MAX);
-            tracing::warn!(limit = now, error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE); keeping {now}");
-            now
-        }
-    };
-    let (fitted, lowered) = limits.fit_to(open_files);
-    if lowered {
-        tracing::warn!(
-            configured = limits.max,
-            max = fitted.max,
-            "connections.max = {} needs more descriptors than RLIMIT_NOFILE ({open_files}) leaves; serving at most {} connections",
-            limits.max,
-            fitted.max
-        );
-    }
-    fitted
-}
-
-/// A gate whose admins are those `policy` (as reloaded) calls admins.
-fn connection_gate(limits: ConnectionLimits, policy: &SharedPolicy) -> Arc<Gate> {
-    let policy = policy.clone();
-    Gate::new(
-        limits,
-        Box::new(move |caller| {
-            policy
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .check(caller, "connect", Role::Admin)
-                .is_ok()
-        }),
-    )
 }
 
 impl Daemon {
