@@ -13,8 +13,17 @@
 //! - [`context`]: label templates and the host's SELinux state;
 //! - [`relabel`]: walking a tree safely; [`volumes`]: a container's trees,
 //!   restored before its pair is freed (the one way a pair is freed);
-//! - [`service`]: the gRPC adapter, the only module that knows tonic;
-//! - [`socket`], [`config`], [`daemon`]: running it as a service.
+//! - [`service`]: the gRPC adapter: requests become domain calls, domain
+//!   errors become statuses;
+//! - [`socket`], [`connection`], [`config`], [`daemon`]: running it as a
+//!   service.
+//!
+//! The domain modules never name tonic. Besides [`service`], only the
+//! modules that carry connections do ([`connection`] and [`socket`]: the
+//! peer's credentials tonic hands each request; [`daemon`]: building the
+//! server), and [`store::etcd`], whose client speaks gRPC to etcd and fails
+//! with tonic's errors. `.ci/modgraph --confine` fails the tests if any
+//! other module names it.
 
 pub mod allocator;
 pub mod auth;
