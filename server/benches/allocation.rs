@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mcs_client::{Allocate, Client};
 use mcsd::allocator::PairPool;
 use mcsd::context::Labels;
-use mcsd::engine::{AllocateRequest, Engine, EngineConfig};
+use mcsd::engine::{AllocateRequest, CommitHook, Engine, EngineConfig};
 use mcsd::id::{ContainerId, Owner};
 use mcsd::level::{CategoryRange, PairIndex};
 use mcsd::store::sled::SledStore;
@@ -388,6 +388,7 @@ async fn fill_store(state: &Path) -> Duration {
             range,
             labels: Labels::default(),
             node: "bench".into(),
+            on_commit: CommitHook::default(),
         },
     )
     .await

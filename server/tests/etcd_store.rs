@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use async_trait::async_trait;
 use common::etcd::EtcdCluster;
 use mcsd::context::Labels;
-use mcsd::engine::{AllocateRequest, Engine, EngineConfig};
+use mcsd::engine::{AllocateRequest, CommitHook, Engine, EngineConfig};
 use mcsd::error::AllocError;
 use mcsd::id::{ContainerId, GroupKey, Owner};
 use mcsd::level::{CategoryRange, Level};
@@ -356,6 +356,7 @@ fn engine_config(range_text: &str) -> EngineConfig {
         range: range(range_text),
         labels: Labels::default(),
         node: "this-node".into(),
+        on_commit: CommitHook::default(),
     }
 }
 

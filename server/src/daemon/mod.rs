@@ -20,7 +20,7 @@ use tonic_health::ServingStatus;
 use crate::auth::Policy;
 use crate::config::Config;
 use crate::context::SelinuxMode;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{CommitHook, Engine, EngineConfig};
 use crate::metrics;
 use crate::relabel::Relabeler;
 use crate::service::{DaemonInfo, LabelService, SharedPolicy};
@@ -99,6 +99,7 @@ impl Daemon {
                 range: config.range,
                 labels,
                 node: config.node_name.clone(),
+                on_commit: CommitHook::default(),
             },
         )
         .await?;

@@ -625,7 +625,14 @@ impl Actor {
                 self.run = Some(self.gate.write_owned().await);
             }
             let store = self.store.clone();
-            Some(tokio::spawn(async move { store.commit(txns).await }))
+            let hook = self.config.on_commit.clone();
+            Some(tokio::spawn(async move {
+                // The write and the sync, for every backend alike.
+                let started = Instant::now();
+                let results = store.commit(txns).await;
+                hook.committed(started.elapsed());
+                results
+            }))
         };
         self.in_flight.push_back(InFlight {
             commit,

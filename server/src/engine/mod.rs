@@ -29,10 +29,15 @@
 //!   planned again (a fresh pick) a bounded number of times. Between batches
 //!   the actor applies what the other instances changed, so its pool stays
 //!   close to the cluster's and such races stay rare.
+//!
+//! The engine times each store commit it makes (write and sync, whatever
+//! the backend) and reports it through [`EngineConfig::on_commit`]: it owns
+//! the event, and leaves what becomes of the figure to the daemon.
 
 mod actor;
 mod follow;
 mod gate;
+mod hook;
 mod view;
 
 use std::path::PathBuf;
@@ -42,6 +47,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use hook::CommitHook;
 pub use view::{LoadError, Stats};
 
 use crate::context::Labels;
@@ -63,6 +69,8 @@ pub struct EngineConfig {
     pub labels: Labels,
     /// This host's name, recorded with each allocation it makes.
     pub node: String,
+    /// Told how long each store commit took (for metrics).
+    pub on_commit: CommitHook,
 }
 
 /// A request for a container's label.
@@ -446,6 +454,7 @@ mod tests {
             range: "c0.c9".parse().unwrap(),
             labels: Labels::default(),
             node: "here".into(),
+            on_commit: CommitHook::default(),
         };
         let engine = Engine::start(store, config).await.unwrap();
         let id = ContainerId::new("a").unwrap();

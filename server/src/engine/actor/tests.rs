@@ -4,14 +4,14 @@
 //! never seeing them, a failed commit recovered from).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::context::Labels;
-use crate::engine::{AllocateRequest, Engine, EngineConfig};
+use crate::engine::{AllocateRequest, CommitHook, Engine, EngineConfig};
 use crate::error::AllocError;
 use crate::id::{ContainerId, GroupKey, Owner};
 use crate::level::Level;
@@ -139,10 +139,15 @@ fn request(id: &str) -> AllocateRequest {
 }
 
 async fn engine(store: Arc<SlowSync>) -> Engine {
+    engine_with_hook(store, CommitHook::default()).await
+}
+
+async fn engine_with_hook(store: Arc<SlowSync>, on_commit: CommitHook) -> Engine {
     let config = EngineConfig {
         range: "c0.c9".parse().unwrap(),
         labels: Labels::default(),
         node: "here".into(),
+        on_commit,
     };
     Engine::start(store, config).await.unwrap()
 }
@@ -294,4 +299,45 @@ async fn a_failed_commit_fails_its_batch_only_and_the_engine_recovers_after_the_
     assert!(listed.iter().any(|r| r.level == b.record.level));
     assert!(listed.iter().any(|r| r.level == c.record.level));
     engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_committed_batch_reports_how_long_its_write_and_sync_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SlowSync::new(dir.path());
+    let took = Arc::new(Mutex::new(Vec::new()));
+    let hook = CommitHook::new({
+        let took = took.clone();
+        move |d| took.lock().unwrap().push(d)
+    });
+    let engine = engine_with_hook(store.clone(), hook).await;
+    let sync = Duration::from_millis(30);
+
+    // Two batches, one after the other, each with a "sync" of at least 30 ms.
+    for (n, id) in ["a", "b"].into_iter().enumerate() {
+        let allocated = allocating(&engine, id);
+        store.started(n + 1).await;
+        tokio::time::sleep(sync).await;
+        assert!(
+            took.lock().unwrap().len() == n,
+            "no report before the commit ends"
+        );
+        store.release(1);
+        allocated.await.unwrap().unwrap();
+    }
+    // A batch that changes nothing makes no commit and no report.
+    engine.stats().await.unwrap();
+    engine.allocate(request("a")).await.unwrap();
+    store.release(100);
+    engine.shutdown().await.unwrap();
+
+    let took = took.lock().unwrap().clone();
+    assert_eq!(store.started.load(Ordering::SeqCst), 2);
+    assert_eq!(took.len(), 2, "one report per committed batch: {took:?}");
+    for d in took {
+        assert!(
+            d >= sync && d < Duration::from_secs(10),
+            "a commit that synced for {sync:?} reported {d:?}"
+        );
+    }
 }
