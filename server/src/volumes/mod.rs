@@ -138,6 +138,12 @@ impl Volumes {
         &self.engine
     }
 
+    /// The registry these volumes count in, which the service counts its
+    /// calls in too.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The rules now (a reload may swap them between two calls).
     pub fn relabeler(&self) -> Arc<Relabeler> {
         self.relabeler
