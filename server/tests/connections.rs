@@ -300,8 +300,14 @@ async fn the_last_connections_are_kept_for_admins() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let open = idle.iter_mut().map(is_open).filter(|&o| o).count();
+    // mcsd closes the ten beyond the limit as it accepts them; on a busy
+    // machine that can take a while, so wait for it (at most 10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut open = idle.iter_mut().map(is_open).filter(|&o| o).count();
+    while open > 30 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open = idle.iter_mut().map(is_open).filter(|&o| o).count();
+    }
     assert_eq!(open, 30, "non-admins may use max - admin_reserve");
     assert_eq!(held_by_server(&socket), 30, "mcsd holds exactly those");
 

@@ -21,7 +21,7 @@ use crate::auth::Policy;
 use crate::config::Config;
 use crate::context::SelinuxMode;
 use crate::engine::{CommitHook, Engine, EngineConfig};
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 use crate::relabel::Relabeler;
 use crate::service::{DaemonInfo, LabelService, SharedPolicy};
 use crate::socket::guard::{self, Gate};
@@ -93,13 +93,17 @@ impl Daemon {
         }
         let store = backend::open(&config.store, &config.state_dir, config.range).await?;
         tracing::info!(store = %store.describe(), node = %config.node_name, "store open");
+        // The one registry: the engine reports commits to it, the volumes
+        // and the service count in it, the endpoint serves it.
+        let registry = Arc::new(Metrics::new());
+        let flushes = registry.clone();
         let engine = Engine::start(
             store,
             EngineConfig {
                 range: config.range,
                 labels,
                 node: config.node_name.clone(),
-                on_commit: CommitHook::default(),
+                on_commit: CommitHook::new(move |took| flushes.store_flush(took)),
             },
         )
         .await?;
@@ -108,7 +112,7 @@ impl Daemon {
             config.relabel.clone(),
             &config.state_dir,
         ))));
-        let volumes = Volumes::new(engine.clone(), relabeler.clone(), metrics::global().clone());
+        let volumes = Volumes::new(engine.clone(), relabeler.clone(), registry.clone());
         if config.scan_in_use {
             adopt_running(&volumes, config).await?;
         }
@@ -159,7 +163,7 @@ impl Daemon {
             Some(listen) => Some(
                 metrics::serve(
                     listen.clone(),
-                    metrics::global().clone(),
+                    registry.clone(),
                     EngineGauges(engine.clone()),
                 )
                 .await
@@ -172,8 +176,8 @@ impl Daemon {
         };
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(tower::layer::layer_fn(|inner| {
-                    metrics::Timed::new(inner, metrics::global().clone())
+                .layer(tower::layer::layer_fn(move |inner| {
+                    metrics::Timed::new(inner, registry.clone())
                 }))
                 .add_service(service)
                 .add_service(health_service)

@@ -16,7 +16,7 @@
 //! end.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -320,12 +320,6 @@ impl std::str::FromStr for Listen {
         }
         Ok(Self::Tcp(addr))
     }
-}
-
-/// The process-wide metrics.
-pub fn global() -> &'static Arc<Metrics> {
-    static METRICS: OnceLock<Arc<Metrics>> = OnceLock::new();
-    METRICS.get_or_init(|| Arc::new(Metrics::new()))
 }
 
 /// A tower layer body: records every gRPC call's latency (to its response

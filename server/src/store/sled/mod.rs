@@ -262,14 +262,11 @@ impl Store for SledStore {
                 // apply + fsync block for a fraction of a millisecond; keep
                 // them off the async workers.
                 tokio::task::spawn_blocking(move || {
-                    let started = std::time::Instant::now();
                     opened
                         .db
                         .apply_batch(batch)
                         .map_err(|e| map_err(&path, e))?;
-                    opened.flush(&path)?;
-                    crate::metrics::global().store_flush(started.elapsed());
-                    Ok(())
+                    opened.flush(&path)
                 })
                 .await
                 .unwrap_or_else(|e| {
