@@ -80,7 +80,10 @@ fn a_confined_crate_named_elsewhere_fails() {
     let dir = tree(&[
         ("lib.rs", "pub mod service;\npub mod engine;\n"),
         ("service.rs", "use tonic::Status;\n"),
-        ("engine.rs", "pub fn f() -> tonic::Code { tonic::Code::Ok }\n"),
+        (
+            "engine.rs",
+            "pub fn f() -> tonic::Code { tonic::Code::Ok }\n",
+        ),
     ]);
     let out = modgraph(&["--confine", "tonic=service"], &[dir.path()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -32,10 +32,10 @@ pub(crate) fn apply(
             })?;
             match holder {
                 Some(_) => {
-                    view.pool.mark_held(index);
+                    view.mark_held(index);
                 }
                 None => {
-                    view.pool.release(index);
+                    view.release(index);
                 }
             }
         }
@@ -44,14 +44,10 @@ pub(crate) fn apply(
             record,
         } => match record {
             Some(record) => {
-                if view.reservations.insert(reservation, record).is_none() {
-                    view.pool.reserve(reservation);
-                }
+                view.put_reservation(reservation, record);
             }
             None => {
-                if view.reservations.remove(&reservation).is_some() {
-                    view.pool.unreserve(reservation);
-                }
+                view.remove_reservation(reservation);
             }
         },
         StoreChange::Allocation { old, new } => {
@@ -63,11 +59,15 @@ pub(crate) fn apply(
             }
         }
         StoreChange::Group { old, new } => match (old, new) {
-            (None, Some(_)) => view.groups += 1,
+            (None, Some(_)) => view.add_group(),
             (Some(old), None) => {
-                view.groups = view.groups.checked_sub(1).ok_or_else(|| {
-                    format!("group {} was deleted before it was counted", old.key)
-                })?;
+                let counted = view.remove_group();
+                if !counted {
+                    return Err(format!(
+                        "group {} was deleted before it was counted",
+                        old.key
+                    ));
+                }
             }
             _ => {}
         },
@@ -78,7 +78,7 @@ pub(crate) fn apply(
 
 /// Takes one container off `owner`'s count, if the view counted it.
 pub(crate) fn remove_container(view: &mut View, owner: &crate::id::Owner) -> Result<(), OutOfStep> {
-    if view.containers == 0 || !view.owners.contains_key(owner) {
+    if !view.counts_container_of(owner) {
         return Err(format!(
             "an allocation of owner {owner} was released before it was counted"
         ));
@@ -89,22 +89,14 @@ pub(crate) fn remove_container(view: &mut View, owner: &crate::id::Owner) -> Res
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::allocator::PairPool;
     use crate::id::{ContainerId, GroupKey, Owner};
     use crate::store::{AllocationRecord, GroupRecord, Holder, ReservationRecord};
 
     fn view(range: CategoryRange) -> View {
-        View {
-            pool: PairPool::new(range),
-            reservations: BTreeMap::new(),
-            containers: 0,
-            groups: 0,
-            owners: HashMap::new(),
-        }
+        View::new(range)
     }
 
     fn allocation(id: &str) -> AllocationRecord {
@@ -138,7 +130,7 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(v.pool.stats().held, 1);
+        assert_eq!(v.pool().stats().held, 1);
         apply(
             &mut v,
             range,
@@ -148,7 +140,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(v.pool.stats().free, 10);
+        assert_eq!(v.pool().stats().free, 10);
 
         let reservation = "c0".parse().unwrap();
         let record = ReservationRecord {
@@ -163,7 +155,7 @@ mod tests {
             };
             apply(&mut v, range, change).unwrap();
         }
-        assert_eq!(v.pool.stats().reserved, 4);
+        assert_eq!(v.pool().stats().reserved, 4);
         for _ in 0..2 {
             let change = StoreChange::Reservation {
                 reservation,
@@ -171,7 +163,10 @@ mod tests {
             };
             apply(&mut v, range, change).unwrap();
         }
-        assert_eq!((v.pool.stats().reserved, v.reservations.len()), (0, 0));
+        assert_eq!(
+            (v.pool().stats().reserved, v.reservations().count()),
+            (0, 0)
+        );
 
         let outside = StoreChange::Pair {
             level: "s0:c1,c9".parse().unwrap(),
@@ -192,7 +187,7 @@ mod tests {
             new: Some(a.clone()),
         };
         apply(&mut v, range, created).unwrap();
-        assert_eq!((v.containers, v.owners.len()), (1, 1));
+        assert_eq!((v.stats().containers, v.stats().owners.len()), (1, 1));
         let group = GroupRecord {
             key: GroupKey::new("pod").unwrap(),
             level: a.level,
@@ -217,13 +212,13 @@ mod tests {
             new: Some(joined.clone()),
         };
         apply(&mut v, range, update).unwrap();
-        assert_eq!(v.groups, 1);
+        assert_eq!(v.stats().groups, 1);
         let deleted = StoreChange::Group {
             old: Some(joined),
             new: None,
         };
         apply(&mut v, range, deleted.clone()).unwrap();
-        assert_eq!(v.groups, 0);
+        assert_eq!(v.stats().groups, 0);
         assert!(apply(&mut v, range, deleted).is_err());
 
         let released = StoreChange::Allocation {
@@ -231,7 +226,7 @@ mod tests {
             new: None,
         };
         apply(&mut v, range, released.clone()).unwrap();
-        assert_eq!((v.containers, v.owners.len()), (0, 0));
+        assert_eq!((v.stats().containers, v.stats().owners.len()), (0, 0));
         let err = apply(&mut v, range, released).unwrap_err();
         assert!(err.contains("before it was counted"), "{err}");
         let err = apply(&mut v, range, StoreChange::Resync("compacted".into())).unwrap_err();

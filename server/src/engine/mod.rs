@@ -35,9 +35,11 @@
 //! the event, and leaves what becomes of the figure to the daemon.
 
 mod actor;
+mod command;
 mod follow;
 mod gate;
 mod hook;
+mod request;
 mod view;
 
 use std::path::PathBuf;
@@ -48,12 +50,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use hook::CommitHook;
+pub use request::{
+    AllocateRequest, Allocated, ListFilter, ListPage, Released, Reserved, Unreserved,
+};
 pub use view::{LoadError, Stats};
 
+use self::command::{Command, Reply};
 use crate::context::Labels;
 use crate::error::AllocError;
-use crate::id::{ContainerId, GroupKey, Owner};
-use crate::level::{CategoryRange, Level};
+use crate::id::ContainerId;
+use crate::level::CategoryRange;
 use crate::reservation::Reservation;
 use crate::store::{AllocationRecord, RelabeledRoot, ReservationRecord, Store, StoreError};
 
@@ -71,114 +77,6 @@ pub struct EngineConfig {
     pub node: String,
     /// Told how long each store commit took (for metrics).
     pub on_commit: CommitHook,
-}
-
-/// A request for a container's label.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllocateRequest {
-    /// The container.
-    pub container_id: ContainerId,
-    /// Who asks.
-    pub owner: Owner,
-    /// Its pod, if any.
-    pub group: Option<GroupKey>,
-    /// A specific level, if the runtime restores a container.
-    pub level: Option<Level>,
-}
-
-/// The answer to an [`AllocateRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allocated {
-    /// The allocation, durable.
-    pub record: AllocationRecord,
-    /// False if the id already held it.
-    pub created: bool,
-}
-
-/// The answer to a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Released {
-    /// What was released; `None` if the id held nothing.
-    pub record: Option<AllocationRecord>,
-    /// Whether the pair went back to the pool.
-    pub level_freed: bool,
-}
-
-/// The answer to a reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reserved {
-    /// The reservation, durable.
-    pub record: ReservationRecord,
-    /// False if it already existed.
-    pub created: bool,
-    /// Pairs of the range it covers.
-    pub covered: u64,
-    /// Of those, pairs currently held.
-    pub held: u64,
-}
-
-/// The answer to removing a reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreserved {
-    /// False if there was no such reservation.
-    pub removed: bool,
-    /// Pairs that became free.
-    pub freed: u64,
-}
-
-/// Which allocations a listing returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListFilter {
-    /// Only this owner's.
-    pub owner: Option<Owner>,
-    /// Only this group's.
-    pub group: Option<GroupKey>,
-    /// Only those made on this node.
-    pub node: Option<String>,
-}
-
-impl ListFilter {
-    fn matches(&self, r: &AllocationRecord) -> bool {
-        self.node.as_ref().is_none_or(|n| *n == r.node)
-            && self.owner.as_ref().is_none_or(|o| *o == r.owner)
-            && self
-                .group
-                .as_ref()
-                .is_none_or(|g| r.group.as_ref() == Some(g))
-    }
-}
-
-/// One step of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListPage {
-    /// Matching allocations, in container id order.
-    pub records: Vec<AllocationRecord>,
-    /// Where to resume; `None` when the listing is complete.
-    pub next: Option<ContainerId>,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, AllocError>>;
-
-/// A request for the actor.
-enum Command {
-    Allocate(AllocateRequest, Reply<Allocated>),
-    /// A release, with the roots the caller has restored (or, by the
-    /// configuration, left as they are).
-    Release(ContainerId, Vec<PathBuf>, Reply<Released>),
-    AddRoot(ContainerId, RelabeledRoot, Reply<AllocationRecord>),
-    /// A reservation, with the node whose configuration asks for it.
-    Reserve(Reservation, Option<String>, Reply<Reserved>),
-    Unreserve(Reservation, Reply<Unreserved>),
-    Stats(oneshot::Sender<Stats>),
-    Reservations(oneshot::Sender<Vec<ReservationRecord>>),
-    Shutdown(oneshot::Sender<()>),
-    /// An Allocate or Release planned again after it lost a race in a
-    /// shared store, with the attempts made so far.
-    Retry(Box<Command>, u32),
-    /// Makes the actor panic, so tests can see what follows its death.
-    /// Unit tests only: no production build has it.
-    #[cfg(test)]
-    Panic,
 }
 
 /// Handle to the engine; cheap to clone.
@@ -444,6 +342,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Owner;
     use crate::store::sled::SledStore;
 
     #[tokio::test]

@@ -1,22 +1,24 @@
-//! The engine's in-memory view of the store, and how it is rebuilt at start.
+//! The engine's in-memory view of the store: what it needs to plan a
+//! change without reading the store.
 //!
 //! The view is deliberately small: the pair pool, the reservations and a few
-//! counters. Records stay in the store. Loading cross-checks every record
-//! against the others (each held pair has exactly one holder, each holder
-//! its records, each group its member count) and refuses a store where they
-//! disagree, instead of handing out a pair that might be in use.
+//! counters. Records stay in the store. Its fields change only through its
+//! methods, which keep them in step with each other; how it is rebuilt from
+//! the store is in `load`.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 
-use crate::allocator::{PairPool, PoolStats};
-use crate::id::{GroupKey, Owner};
+use rand::Rng;
+
+pub(crate) use self::load::load;
+pub use self::load::LoadError;
+use crate::allocator::{ClaimError, PairPool, PoolStats};
+use crate::id::Owner;
 use crate::level::{CategoryRange, Level, PairIndex};
 use crate::reservation::Reservation;
-use crate::store::{
-    AllocationRecord, GroupRecord, Holder, LoadSink, ReservationRecord, Store, StoreError,
-};
+use crate::store::ReservationRecord;
+
+mod load;
 
 /// Occupancy and counts, as reported by Stats.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,16 +36,32 @@ pub struct Stats {
 }
 
 /// What the engine keeps in memory.
+///
+/// Its fields change only through the methods below, which keep them in
+/// step: a reservation is in `reservations` exactly when the pool keeps its
+/// pairs out, and `containers` is the sum of `owners`' counts (unless the
+/// view fell out of step with a shared store, which then reloads it).
 #[derive(Debug, Clone)]
 pub(crate) struct View {
-    pub pool: PairPool,
-    pub reservations: BTreeMap<Reservation, ReservationRecord>,
-    pub containers: u64,
-    pub groups: u64,
-    pub owners: HashMap<Owner, u64>,
+    pool: PairPool,
+    reservations: BTreeMap<Reservation, ReservationRecord>,
+    containers: u64,
+    groups: u64,
+    owners: HashMap<Owner, u64>,
 }
 
 impl View {
+    /// A view of `range` with nothing held, reserved or counted.
+    pub(super) fn new(range: CategoryRange) -> Self {
+        Self {
+            pool: PairPool::new(range),
+            reservations: BTreeMap::new(),
+            containers: 0,
+            groups: 0,
+            owners: HashMap::new(),
+        }
+    }
+
     pub(super) fn stats(&self) -> Stats {
         let mut owners: Vec<_> = self.owners.iter().map(|(o, n)| (o.clone(), *n)).collect();
         owners.sort();
@@ -54,6 +72,21 @@ impl View {
             groups: self.groups,
             owners,
         }
+    }
+
+    /// The pair pool, to look at; it changes through the methods below.
+    pub(super) fn pool(&self) -> &PairPool {
+        &self.pool
+    }
+
+    /// The record of `reservation`, if the view knows it.
+    pub(super) fn reservation(&self, reservation: &Reservation) -> Option<&ReservationRecord> {
+        self.reservations.get(reservation)
+    }
+
+    /// Every reservation, sorted.
+    pub(super) fn reservations(&self) -> impl Iterator<Item = &ReservationRecord> {
+        self.reservations.values()
     }
 
     /// A reservation that covers `level` (the pair one first), for messages.
@@ -68,6 +101,61 @@ impl View {
             .find(|r| self.reservations.contains_key(r))
     }
 
+    /// Whether the view counts a container of `owner`: removing one it does
+    /// not would leave the counters wrong.
+    pub(super) fn counts_container_of(&self, owner: &Owner) -> bool {
+        self.containers > 0 && self.owners.contains_key(owner)
+    }
+
+    /// Whether the view counts any group.
+    pub(super) fn counts_a_group(&self) -> bool {
+        self.groups > 0
+    }
+
+    /// Takes a random free pair out of the pool.
+    pub(super) fn pick(&mut self, rng: &mut impl Rng) -> Option<PairIndex> {
+        self.pool.pick(rng)
+    }
+
+    /// Takes a given pair out of the pool, if it is free.
+    pub(super) fn claim(&mut self, index: PairIndex) -> Result<(), ClaimError> {
+        self.pool.claim(index)
+    }
+
+    /// Marks a pair held, whatever it was; false if it was held already.
+    pub(super) fn mark_held(&mut self, index: PairIndex) -> bool {
+        self.pool.mark_held(index)
+    }
+
+    /// Gives a pair back to the pool; whether it became free (a reservation
+    /// may keep it out).
+    pub(super) fn release(&mut self, index: PairIndex) -> bool {
+        self.pool.release(index)
+    }
+
+    /// Records `reservation` (under `record`). A new one also keeps its
+    /// pairs out of the pool: then returns the pairs it covers and, of
+    /// those, the held ones. A known one only has its record replaced
+    /// (`None`).
+    pub(super) fn put_reservation(
+        &mut self,
+        reservation: Reservation,
+        record: ReservationRecord,
+    ) -> Option<(u64, u64)> {
+        match self.reservations.insert(reservation, record) {
+            Some(_) => None,
+            None => Some(self.pool.reserve(reservation)),
+        }
+    }
+
+    /// Forgets `reservation` and lets its pairs back into the pool; how
+    /// many became free, `None` if the view did not know it.
+    pub(super) fn remove_reservation(&mut self, reservation: Reservation) -> Option<u64> {
+        self.reservations
+            .remove(&reservation)
+            .map(|_| self.pool.unreserve(reservation))
+    }
+
     pub(super) fn add_container(&mut self, owner: &Owner) {
         self.containers += 1;
         // Look up before inserting: loading calls this once per record, and
@@ -80,6 +168,7 @@ impl View {
         }
     }
 
+    /// Takes one container off `owner`'s count; nothing goes below zero.
     pub(super) fn remove_container(&mut self, owner: &Owner) {
         self.containers = self.containers.saturating_sub(1);
         if let Some(n) = self.owners.get_mut(owner) {
@@ -89,192 +178,48 @@ impl View {
             }
         }
     }
-}
 
-/// Why the view could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoadError {
-    /// The store failed or holds inconsistent records.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Held pairs lie outside the configured range.
-    #[error("{count} held pair(s) in {store} lie outside the configured category range {range} (for example {level}, held by {holder}); widen the range to cover them, or start with the old range and release them first")]
-    OutsideRange {
-        /// How many.
-        count: u64,
-        /// One of them.
-        level: Level,
-        /// Its holder.
-        holder: Holder,
-        /// The configured range.
-        range: CategoryRange,
-        /// The store, described.
-        store: String,
-    },
-}
-
-/// A non-zero hash of `holder`.
-fn fingerprint(holder: &Holder) -> u64 {
-    let mut h = DefaultHasher::new();
-    holder.hash(&mut h);
-    h.finish() | 1
-}
-
-/// Rebuilds a [`View`] from the store's records, checking them as they come.
-struct Loader {
-    range: CategoryRange,
-    store: String,
-    view: View,
-    /// Held pairs not yet matched by their holder's record: the holder's
-    /// fingerprint (never 0) by pair index, 0 where nothing is pending. A
-    /// flat table (8 bytes a pair of the range, freed after loading) is
-    /// several times faster than a map at full pool.
-    unmatched: Vec<u64>,
-    /// Groups: (pair, recorded members, members seen).
-    groups: HashMap<GroupKey, (Level, u32, u32)>,
-    outside: Option<(u64, Level, Holder)>,
-}
-
-impl Loader {
-    fn corrupt(&self, detail: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.store.clone().into(),
-            detail,
-        }
+    pub(super) fn add_group(&mut self) {
+        self.groups += 1;
     }
 
-    /// The pair's index; `None` outside the range. Pair records are counted
-    /// there (each held pair has exactly one), other records only looked up.
-    fn index(&mut self, level: Level, holder: &Holder, count: bool) -> Option<PairIndex> {
-        let index = self.range.index_of(level);
-        if index.is_none() && count {
-            let entry = self
-                .outside
-                .get_or_insert_with(|| (0, level, holder.clone()));
-            entry.0 += 1;
-        }
-        index
-    }
-
-    fn finish(self) -> Result<View, LoadError> {
-        if let Some((count, level, holder)) = self.outside {
-            return Err(LoadError::OutsideRange {
-                count,
-                level,
-                holder,
-                range: self.range,
-                store: self.store,
-            });
-        }
-        if let Some(pair) = self.unmatched.iter().position(|&f| f != 0) {
-            let level = self.range.level_at(PairIndex(pair as u32));
-            return Err(self
-                .corrupt(format!(
-                    "pair {level} is marked held but no allocation or group holds it"
-                ))
-                .into());
-        }
-        for (key, (_, recorded, seen)) in &self.groups {
-            if recorded != seen {
-                return Err(self
-                    .corrupt(format!(
-                        "group {key} records {recorded} member(s) but {seen} allocation(s) name it"
-                    ))
-                    .into());
+    /// Takes one group off the count; false (and the count stays at zero)
+    /// if there was none.
+    pub(super) fn remove_group(&mut self) -> bool {
+        match self.groups.checked_sub(1) {
+            Some(groups) => {
+                self.groups = groups;
+                true
             }
+            None => false,
         }
-        Ok(self.view)
-    }
-}
-
-impl LoadSink for Loader {
-    fn reservation(&mut self, record: ReservationRecord) -> Result<(), StoreError> {
-        self.view.pool.reserve(record.reservation);
-        self.view.reservations.insert(record.reservation, record);
-        Ok(())
     }
 
-    fn pair(&mut self, level: Level, holder: Holder) -> Result<(), StoreError> {
-        if let Some(index) = self.index(level, &holder, true) {
-            if !self.view.pool.mark_held(index) {
-                return Err(self.corrupt(format!("pair {level} is recorded twice")));
-            }
-            self.unmatched[index.0 as usize] = fingerprint(&holder);
+    /// Applies a committed allocation of `owner`'s (that created its group
+    /// if `new_group`). Its pair was taken while planning.
+    pub(super) fn allocated(&mut self, owner: &Owner, new_group: bool) {
+        self.add_container(owner);
+        if new_group {
+            self.add_group();
         }
-        Ok(())
     }
 
-    fn group(&mut self, record: GroupRecord) -> Result<(), StoreError> {
-        let holder = Holder::Group(record.key.clone());
-        if record.members == 0 {
-            return Err(self.corrupt(format!("group {} has no members", record.key)));
+    /// Applies a committed release of `owner`'s: gives back the pair it
+    /// `frees` (none while group members remain) and counts its group gone
+    /// if `group_deleted`. Returns whether the pair became free. With a
+    /// shared store the creation may not be counted yet; nothing goes below
+    /// zero then (the engine reloads the view, see `out_of_step`).
+    pub(super) fn released(
+        &mut self,
+        owner: &Owner,
+        frees: Option<PairIndex>,
+        group_deleted: bool,
+    ) -> bool {
+        let level_freed = frees.is_some_and(|i| self.release(i));
+        self.remove_container(owner);
+        if group_deleted {
+            self.remove_group();
         }
-        if let Some(index) = self.index(record.level, &holder, false) {
-            if std::mem::take(&mut self.unmatched[index.0 as usize]) != fingerprint(&holder) {
-                return Err(self.corrupt(format!(
-                    "group {} says it holds {}, but the pair record does not name it",
-                    record.key, record.level
-                )));
-            }
-        }
-        self.view.groups += 1;
-        self.groups
-            .insert(record.key, (record.level, record.members, 0));
-        Ok(())
+        level_freed
     }
-
-    fn allocation(&mut self, record: AllocationRecord) -> Result<(), StoreError> {
-        match &record.group {
-            Some(key) => {
-                let Some(group) = self.groups.get_mut(key) else {
-                    return Err(self.corrupt(format!(
-                        "allocation {} names group {key}, which does not exist",
-                        record.container_id
-                    )));
-                };
-                if group.0 != record.level {
-                    let group_level = group.0;
-                    return Err(self.corrupt(format!(
-                        "allocation {} has {} but its group {key} holds {group_level}",
-                        record.container_id, record.level
-                    )));
-                }
-                group.2 += 1;
-            }
-            None => {
-                let holder = record.holder();
-                if let Some(index) = self.index(record.level, &holder, false) {
-                    if std::mem::take(&mut self.unmatched[index.0 as usize]) != fingerprint(&holder)
-                    {
-                        return Err(self.corrupt(format!(
-                            "allocation {} says it holds {}, but the pair record does not name it",
-                            record.container_id, record.level
-                        )));
-                    }
-                }
-            }
-        }
-        self.view.add_container(&record.owner);
-        Ok(())
-    }
-}
-
-/// Reads the whole store into a fresh view of `range`.
-pub(crate) async fn load(store: &dyn Store, range: CategoryRange) -> Result<View, LoadError> {
-    let mut loader = Loader {
-        range,
-        store: store.describe(),
-        view: View {
-            pool: PairPool::new(range),
-            reservations: BTreeMap::new(),
-            containers: 0,
-            groups: 0,
-            owners: HashMap::new(),
-        },
-        unmatched: vec![0; range.pairs() as usize],
-        groups: HashMap::new(),
-        outside: None,
-    };
-    store.load(&mut loader).await?;
-    loader.finish()
 }

@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::{Actor, Change, Command};
+use super::change::Change;
+use super::{Actor, Deferred};
+use crate::engine::command::Command;
 use crate::engine::follow;
 use crate::engine::view::{self, View};
 use crate::error::AllocError;
@@ -53,13 +55,13 @@ impl Change {
                 group_deleted,
                 ..
             } => {
-                if *group_deleted && view.groups == 0 {
+                if *group_deleted && !view.counts_a_group() {
                     return Some(format!(
                         "released the last member of group {} before the group was counted",
                         record.group.as_ref().map_or("", |g| g.as_str())
                     ));
                 }
-                (view.containers == 0 || !view.owners.contains_key(&record.owner)).then(|| {
+                (!view.counts_container_of(&record.owner)).then(|| {
                     format!(
                         "released an allocation of owner {} before it was counted",
                         record.owner
@@ -153,7 +155,7 @@ impl Actor {
         };
         let deadline = tokio::time::Instant::now() + FEED_WAIT;
         let mut changed = false;
-        while self.view.pool.stats().held > held + self.batch_claims {
+        while self.view.pool().stats().held > held + self.batch_claims {
             let Some(feed) = self.feed.as_mut() else {
                 break;
             };
@@ -266,7 +268,7 @@ impl Actor {
             Reservation::Category(level.high()),
         ]
         .into_iter()
-        .filter(|r| !self.view.reservations.contains_key(r));
+        .filter(|r| self.view.reservation(r).is_none());
         for reservation in unknown.collect::<Vec<_>>() {
             match self.store.reservation(reservation).await {
                 Ok(Some(record)) => {
@@ -289,69 +291,36 @@ impl Actor {
     /// A change lost a race with another instance sharing the store: plan
     /// it again, unless it has lost too often.
     pub(super) async fn conflicted(&mut self, change: Change, why: String) {
-        let (cmd, attempt) = match change {
-            Change::Allocate {
-                record,
-                claimed,
-                request,
-                attempt,
-                reply,
-                ..
-            } => {
-                if let Some(index) = claimed {
-                    // If another instance holds the pair now, keep it out of
-                    // the pool (the feed confirms it later); else put it back.
-                    if !matches!(self.store.holder(record.level).await, Ok(Some(_))) {
-                        self.view.pool.release(index);
-                    }
-                    // The claim may have lost to a reservation made through
-                    // another instance instead: learn it now, so the next
-                    // plan picks another pair or refuses the one asked for.
-                    self.learn_reservations(record.level).await;
-                }
-                (Command::Allocate(*request, reply), attempt)
-            }
-            Change::Release {
-                record,
-                restored,
-                attempt,
-                reply,
-                ..
-            } => (
-                Command::Release(record.container_id, restored, reply),
-                attempt,
-            ),
-            Change::Update {
-                record,
-                root,
-                reply,
-                attempt,
-            } => (Command::AddRoot(record.container_id, *root, reply), attempt),
-            other => {
-                other.failed(&mut self.view, AllocError::Store(StoreError::Conflict(why)));
-                return;
-            }
+        let Some(attempt) = change.attempt() else {
+            change.failed(&mut self.view, AllocError::Store(StoreError::Conflict(why)));
+            return;
         };
+        if let Change::Allocate {
+            record,
+            claimed: Some(index),
+            ..
+        } = &change
+        {
+            let (level, index) = (record.level, *index);
+            // If another instance holds the pair now, keep it out of the
+            // pool (the feed confirms it later); else put it back.
+            if !matches!(self.store.holder(level).await, Ok(Some(_))) {
+                self.view.release(index);
+            }
+            // The claim may have lost to a reservation made through another
+            // instance instead: learn it now, so the next plan picks another
+            // pair or refuses the one asked for.
+            self.learn_reservations(level).await;
+        }
+        let cmd = change.into_command();
         if attempt < MAX_ATTEMPTS {
             tracing::debug!(attempt, %why, "lost a race in the shared store; planning again");
             self.deferred
-                .push_front(super::Deferred::now(Command::Retry(Box::new(cmd), attempt)));
+                .push_front(Deferred::now(Command::Retry(Box::new(cmd), attempt)));
             return;
         }
-        let error = AllocError::Store(StoreError::Conflict(format!(
+        cmd.fail(AllocError::Store(StoreError::Conflict(format!(
             "gave up after {MAX_ATTEMPTS} attempts: each time, another mcsd sharing the store changed the same records first (last: {why}); retry"
-        )));
-        match cmd {
-            Command::Allocate(_, reply) => {
-                let _ = reply.send(Err(error));
-            }
-            Command::Release(_, _, reply) => {
-                let _ = reply.send(Err(error));
-            }
-            Command::AddRoot(_, _, reply) => {
-                let _ = reply.send(Err(error));
-            }
-            _ => unreachable!("only allocations, releases and root updates are retried"),
-        }
+        ))));
     }
 }
