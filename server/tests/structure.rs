@@ -31,6 +31,28 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The modules allowed to name tonic: the gRPC adapter, the connection
+/// plumbing, the server's assembly, and the etcd store (its client is gRPC).
+const TONIC: &str = "tonic=service,daemon,connection,socket,store::etcd";
+
+#[test]
+fn the_server_and_client_hold_the_bounds() {
+    let root = workspace();
+    let server = modgraph(
+        &["--max-lines", "400", "--confine", TONIC],
+        &[&root.join("server/src")],
+    );
+    assert!(server.status.success(), "{}", text(&server));
+    // The graph it checked is the real one, not an empty walk.
+    let graph = text(&server);
+    assert!(graph.contains("daemon -> "), "{graph}");
+    assert!(graph.contains("engine -> "), "{graph}");
+    // The client is a gRPC client: tonic is its business.
+    let client = modgraph(&["--max-lines", "400"], &[&root.join("client/src")]);
+    assert!(client.status.success(), "{}", text(&client));
+    assert!(text(&client).contains("cli -> "), "{}", text(&client));
+}
+
 /// Writes `files` (path, contents) under a fresh directory.
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
