@@ -1,6 +1,8 @@
 //! The gRPC face of mcsd: translates `mcs.v1` messages to domain requests
-//! and domain errors to gRPC statuses. This is the only module that knows
-//! tonic and the generated types; everything behind it is plain Rust.
+//! and domain errors to gRPC statuses. Nothing behind it sees tonic or the
+//! generated types: the engine, the store's records and the relabeler are
+//! plain Rust (see the crate documentation for the modules that carry the
+//! connection).
 //!
 //! This file is the list of RPCs: each is its domain call between a
 //! conversion of the request and one of the reply ([`convert`]), passed to
