@@ -9,7 +9,11 @@
 //!   `golang-go` and `golang-github-opencontainers-selinux-dev` (`./dev.sh
 //!   bench-deps`); its main.go says which part of podman's path it skips;
 //! - a bare 2-thread read_dir + lsetxattr loop: the floor, writing blindly;
-//! - mcsd's relabeler;
+//! - mcsd's relabeler; on `other` also with hard links allowed (the
+//!   opt-in `--hard-links`), which saves the `fstatat` per entry that the
+//!   default pays to find a link count (go-selinux has no such check, and
+//!   so labels a file hard-linked in from outside): the column says what
+//!   that safety costs;
 //!
 //! each on three trees: `other`, labeled otherwise (as every volume is
 //! under SELinux); `same`, already labeled with the label asked (a
@@ -38,11 +42,12 @@ use mcsd::relabel::{Counters, Fixed, RelabelConfig, Relabeler};
 
 mod common;
 
-const LABELS: [&str; 4] = [
+const LABELS: [&str; 5] = [
     "system_u:object_r:container_file_t:s0:c1,c2",
     "system_u:object_r:container_file_t:s0:c3,c4",
     "system_u:object_r:container_file_t:s0:c5,c6",
     "system_u:object_r:container_file_t:s0:c7,c8",
+    "system_u:object_r:container_file_t:s0:c9,c10",
 ];
 
 fn main() {
@@ -58,7 +63,7 @@ fn main() {
     );
     println!();
     println!(
-        "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "fs",
         "entries",
         "tree",
@@ -68,7 +73,9 @@ fn main() {
         "mcsd",
         "mcsd/go",
         "mcsd/ch",
-        "mcsd/bare"
+        "mcsd/bare",
+        "mcsd+links",
+        "+links/go"
     );
     for &size in &sizes {
         for fs in ["ext4", "tmpfs"] {
@@ -124,6 +131,8 @@ fn main() {
             });
             let bare = timed(|| bare_loop(&root, LABELS[1]));
             let go_other = go(LABELS[2]);
+            let links =
+                timed(|| assert_eq!(mcsd_with(&root, LABELS[4], true).changed, entries as u64));
             let other = timed(|| assert_eq!(mcsd(&root, LABELS[3]).changed, entries as u64));
             // Then the same label again.
             let same = timed(|| assert_eq!(mcsd(&root, LABELS[3]).unchanged, entries as u64));
@@ -135,14 +144,21 @@ fn main() {
             };
             let secs = |t: Timed| format!("{:.2}s", t.cpu.as_secs_f64());
             let rows = [
-                ("other", Some(chcon), go_other, Some(bare), other),
-                ("same", None, go_same, None, same),
-                ("new", None, go_new, Some(bare_new), new),
+                (
+                    "other",
+                    Some(chcon),
+                    go_other,
+                    Some(bare),
+                    other,
+                    Some(links),
+                ),
+                ("same", None, go_same, None, same, None),
+                ("new", None, go_new, Some(bare_new), new, None),
             ];
-            for (tree, chcon_t, go_t, bare_t, ours) in rows {
+            for (tree, chcon_t, go_t, bare_t, ours, links_t) in rows {
                 let dash = || "-".to_string();
                 println!(
-                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
                     fs,
                     entries,
                     tree,
@@ -154,9 +170,11 @@ fn main() {
                     // `same` is compared with chcon's run on `other`.
                     ratio(chcon.wall, ours.wall),
                     bare_t.map_or_else(dash, |b| ratio(b.wall, ours.wall)),
+                    links_t.map_or_else(dash, rate),
+                    links_t.map_or_else(dash, |l| ratio(go_t.wall, l.wall)),
                 );
                 println!(
-                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                    "{:<6} {:>9} {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9}",
                     "",
                     "",
                     "  cpu",
@@ -167,6 +185,8 @@ fn main() {
                     ratio(go_t.cpu, ours.cpu),
                     ratio(chcon.cpu, ours.cpu),
                     bare_t.map_or_else(dash, |b| ratio(b.cpu, ours.cpu)),
+                    links_t.map_or_else(dash, secs),
+                    links_t.map_or_else(dash, |l| ratio(go_t.cpu, l.cpu)),
                 );
             }
         }
@@ -326,6 +346,11 @@ fn set(path: &Path, value: &[u8]) {
 }
 
 fn mcsd(root: &Path, label: &str) -> mcsd::relabel::Totals {
+    mcsd_with(root, label, false)
+}
+
+/// mcsd's relabeler; `hard_links` as `mcsctl relabel --hard-links`.
+fn mcsd_with(root: &Path, label: &str, hard_links: bool) -> mcsd::relabel::Totals {
     let relabeler = Relabeler::new(
         RelabelConfig {
             threads: 0, // the default: one per core
@@ -339,7 +364,7 @@ fn mcsd(root: &Path, label: &str) -> mcsd::relabel::Totals {
             &resolved,
             &Fixed(label.as_bytes().to_vec()),
             false,
-            false,
+            hard_links,
             &Counters::default(),
         )
         .expect("relabel");

@@ -574,6 +574,21 @@ fn the_hard_links_opt_in_labels_a_file_linked_from_outside() {
     assert!(out.hardlinks_skipped.is_empty());
     assert_eq!(label(&secret).as_deref(), Some(PRIVATE));
     assert_eq!(label(&fifo).as_deref(), Some(PRIVATE));
+    // Without the opt-in, a run that finds their labels already right has
+    // nothing to write: they are unchanged, not skipped (the link count is
+    // asked only before a write).
+    let again = run(&root, PRIVATE, false);
+    assert_eq!(again.totals.failed, 0, "{:?}", again.errors);
+    assert_eq!(again.totals.hardlinks_skipped, 0, "{again:?}");
+    assert!(again.hardlinks_skipped.is_empty());
+    assert_eq!(
+        (
+            again.totals.seen,
+            again.totals.changed,
+            again.totals.unchanged
+        ),
+        (5, 0, 5)
+    );
     // And a restore with the opt-in gives them the root's original label.
     run_with(&root, ORIGINAL, false, true);
     assert_eq!(label(&secret).as_deref(), Some(ORIGINAL));

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -103,12 +103,8 @@ impl Shared<'_> {
             }
             let mut file_type = entry.file_type();
             let mut stat = None;
-            // Some file systems do not fill d_type; and unless told to
-            // label hard links anyway, the link count of every entry that
-            // is not a directory is needed.
-            if file_type == FileType::Unknown
-                || (!self.hard_links && file_type != FileType::Directory)
-            {
+            // Some file systems do not fill d_type.
+            if file_type == FileType::Unknown {
                 match rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) => {
                         file_type = FileType::from_raw_mode(st.st_mode);
@@ -138,21 +134,6 @@ impl Shared<'_> {
                 _ => Kind::Other,
             };
             tally.seen += 1;
-            // Other names this label lands on (already met links of the
-            // same inode), counted as already right once it is written.
-            let mut others = 0;
-            if let Some(st) = stat.filter(|st| !self.hard_links && st.st_nlink > 1) {
-                let met = self.links.lock().unwrap_or_else(|e| e.into_inner()).meet(
-                    (st.st_dev, st.st_ino),
-                    st.st_nlink,
-                    || child(&job.path, name),
-                );
-                match met {
-                    Met::Some => continue,
-                    Met::All { met } => others = met - 1,
-                }
-            }
-            tally.unchanged += others;
             let want = match self.labels.fixed() {
                 Some(label) => Ok(Some(Cow::Borrowed(label))),
                 None => self.labels.label_for(&child(&job.path, name), kind),
@@ -167,10 +148,52 @@ impl Shared<'_> {
                             .expect("no NUL in a /proc path");
                         &proc_path
                     };
-                    self.entry(tally, streak, at, &want, || child(&job.path, name))
+                    let links = Links {
+                        dir: &fd,
+                        name,
+                        stat,
+                    };
+                    self.entry(tally, streak, at, &want, links, || child(&job.path, name))
                 }
                 Ok(None) => {}
                 Err(e) => self.fail(tally, || child(&job.path, name), e),
+            }
+        }
+    }
+
+    /// Whether the entry may be written: unless told to label hard links
+    /// anyway, an entry with several links only once the walk has met all
+    /// of them (the others met before count as already right once it is
+    /// written). Asked only before a write, so a label that is already
+    /// right costs no `statat`: reading it changes nothing, whatever else
+    /// links to it.
+    fn may_write(&self, tally: &mut Totals, links: Links<'_>, path: impl Fn() -> PathBuf) -> bool {
+        if self.hard_links {
+            return true;
+        }
+        let st = match links.stat {
+            Some(st) => st,
+            None => match rustix::fs::statat(links.dir, links.name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.fail(tally, path, describe(e.into(), true));
+                    return false;
+                }
+            },
+        };
+        if st.st_nlink <= 1 {
+            return true;
+        }
+        let met = self.links.lock().unwrap_or_else(|e| e.into_inner()).meet(
+            (st.st_dev, st.st_ino),
+            st.st_nlink,
+            path,
+        );
+        match met {
+            Met::Some => false,
+            Met::All { met } => {
+                tally.unchanged += met - 1;
+                true
             }
         }
     }
@@ -195,12 +218,16 @@ impl Shared<'_> {
         streak: &mut Streak,
         at: &CStr,
         want: &[u8],
-        path: impl FnOnce() -> PathBuf,
+        links: Links<'_>,
+        path: impl Fn() -> PathBuf,
     ) {
         thread_local! {
             static UNLABELED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         }
         if UNLABELED.get() {
+            if !self.may_write(tally, links, &path) {
+                return;
+            }
             match xattr::create_name(at, want) {
                 Ok(true) => {
                     tally.changed += 1;
@@ -211,6 +238,9 @@ impl Shared<'_> {
             }
         }
         if streak.blind() {
+            if !self.may_write(tally, links, &path) {
+                return;
+            }
             return match xattr::set_name(at, want) {
                 Ok(()) => {
                     tally.changed += 1;
@@ -230,6 +260,9 @@ impl Shared<'_> {
             }
             Ok(compared) => {
                 streak.read(compared == Compared::Different);
+                if !self.may_write(tally, links, &path) {
+                    return;
+                }
                 match xattr::set_name(at, want) {
                     Ok(()) => {
                         tally.changed += 1;
@@ -277,6 +310,15 @@ impl Shared<'_> {
             Err(e) => self.fail(tally, path, describe(e, true)),
         }
     }
+}
+
+/// What [`Shared::may_write`] needs to find an entry's links: its
+/// directory and name, and its status if the walk already has it.
+#[derive(Clone, Copy)]
+struct Links<'a> {
+    dir: &'a OwnedFd,
+    name: &'a CStr,
+    stat: Option<rustix::fs::Stat>,
 }
 
 fn child(parent: &Path, name: &CStr) -> PathBuf {
