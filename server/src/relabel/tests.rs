@@ -562,6 +562,54 @@ fn hard_links_all_inside_the_tree_are_labeled() {
     assert_eq!(out.totals.unchanged, names.len() as u64 - 20);
 }
 
+/// A worker writing create-only (it has just met unlabeled entries) that
+/// meets the last link of an inode carrying another label: the create
+/// fails, the worker falls back to reading and writing, and the inode is
+/// labeled, having been counted once. One worker, so the unlabeled files of
+/// the root come before the links in `links/` on the same thread.
+#[test]
+fn the_last_link_is_labeled_after_a_create_only_write_finds_a_label() {
+    require_root();
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("volume");
+    std::fs::create_dir_all(root.join("links")).unwrap();
+    for i in 0..4 {
+        std::fs::write(root.join(format!("new{i}")), "x").unwrap();
+    }
+    let first = root.join("links/a");
+    std::fs::write(&first, "x").unwrap();
+    let c = CString::new(first.as_os_str().as_bytes()).unwrap();
+    xattr::set_at(c.as_bytes(), HOME).unwrap();
+    std::fs::hard_link(&first, root.join("links/b")).unwrap();
+
+    let r = Relabeler::new(
+        RelabelConfig {
+            threads: 1,
+            ..Default::default()
+        },
+        Path::new("/var/lib/mcsd"),
+    );
+    let resolved = r.resolve(&root).unwrap();
+    let out = r
+        .run(
+            &resolved,
+            &Fixed(PRIVATE.to_vec()),
+            false,
+            false,
+            &Counters::default(),
+        )
+        .unwrap();
+    assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
+    assert_eq!(out.totals.hardlinks_skipped, 0, "{out:?}");
+    assert_eq!(label(&first).as_deref(), Some(PRIVATE));
+    // root, links/, 4 new files and the inode written; its other name
+    // counted as already right.
+    assert_eq!(
+        (out.totals.seen, out.totals.changed, out.totals.unchanged),
+        (8, 7, 1)
+    );
+}
+
 /// With the opt-in, hard-linked files are labeled whatever else links them.
 #[test]
 fn the_hard_links_opt_in_labels_a_file_linked_from_outside() {

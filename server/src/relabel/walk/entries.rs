@@ -224,8 +224,14 @@ impl Shared<'_> {
         thread_local! {
             static UNLABELED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         }
+        // Decided once: a create-only write that finds a label falls back
+        // to the paths below, and meeting a link twice would count it twice.
+        let mut decided = None;
+        let mut may_write = |tally: &mut Totals| {
+            *decided.get_or_insert_with(|| self.may_write(tally, links, &path))
+        };
         if UNLABELED.get() {
-            if !self.may_write(tally, links, &path) {
+            if !may_write(tally) {
                 return;
             }
             match xattr::create_name(at, want) {
@@ -234,11 +240,11 @@ impl Shared<'_> {
                     return;
                 }
                 Ok(false) => UNLABELED.set(false),
-                Err(e) => return self.fail(tally, path, describe(e, true)),
+                Err(e) => return self.fail(tally, &path, describe(e, true)),
             }
         }
         if streak.blind() {
-            if !self.may_write(tally, links, &path) {
+            if !may_write(tally) {
                 return;
             }
             return match xattr::set_name(at, want) {
@@ -249,7 +255,7 @@ impl Shared<'_> {
                 }
                 Err(e) => {
                     streak.reset();
-                    self.fail(tally, path, describe(e, true))
+                    self.fail(tally, &path, describe(e, true))
                 }
             };
         }
@@ -260,7 +266,7 @@ impl Shared<'_> {
             }
             Ok(compared) => {
                 streak.read(compared == Compared::Different);
-                if !self.may_write(tally, links, &path) {
+                if !may_write(tally) {
                     return;
                 }
                 match xattr::set_name(at, want) {
@@ -270,13 +276,13 @@ impl Shared<'_> {
                     }
                     Err(e) => {
                         streak.reset();
-                        self.fail(tally, path, describe(e, true))
+                        self.fail(tally, &path, describe(e, true))
                     }
                 }
             }
             Err(e) => {
                 streak.reset();
-                self.fail(tally, path, describe(e, true))
+                self.fail(tally, &path, describe(e, true))
             }
         }
     }
