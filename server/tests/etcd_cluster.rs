@@ -304,3 +304,64 @@ async fn an_mcsd_killed_mid_run_finds_every_acknowledged_allocation_after_restar
         (listed.len() as u64, listed.len() as u64)
     );
 }
+
+/// Reconcile frees only what this host allocated: another node's
+/// containers are not in this host's keep list (the engine here cannot see
+/// them), so a reconcile that judged them would free pairs whose
+/// containers still run, and whose volumes still carry them, elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_on_one_node_leaves_the_other_nodes_allocations_alone() {
+    let cluster = EtcdCluster::start(1);
+    let a = start_on(&cluster, "node-a", "c0.c9");
+    let b = start_on(&cluster, "node-b", "c0.c9");
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    for id in ["a1", "a2"] {
+        ca.allocate(Allocate::new(id).owner("podman"))
+            .await
+            .unwrap();
+    }
+    for id in ["b1", "b2"] {
+        cb.allocate(Allocate::new(id).owner("podman"))
+            .await
+            .unwrap();
+    }
+
+    // Node B's engine still runs b1 only.
+    let r = cb
+        .reconcile_with_min_age("podman", vec!["b1".into()], false, Some(0))
+        .await
+        .unwrap();
+    let released: Vec<&str> = r.released.iter().map(|a| a.container_id.as_str()).collect();
+    assert_eq!(released, ["b2"], "{r:?}");
+    assert_eq!(r.kept, 1, "{r:?}");
+    for id in ["a1", "a2", "b1"] {
+        let got = ca
+            .get(id)
+            .await
+            .unwrap_or_else(|e| panic!("{id} was freed: {e}"));
+        assert_eq!(
+            got.node,
+            if id.starts_with('a') {
+                "node-a"
+            } else {
+                "node-b"
+            }
+        );
+    }
+    assert!(ca.get("b2").await.is_err(), "b2 is released for every node");
+    assert_eq!(
+        list(&mut cb, "node-a").await.len(),
+        2,
+        "node A's allocations"
+    );
+
+    // And the other way round, node A keeping nothing.
+    let r = ca
+        .reconcile_with_min_age("podman", vec![], false, Some(0))
+        .await
+        .unwrap();
+    let mut released: Vec<&str> = r.released.iter().map(|a| a.container_id.as_str()).collect();
+    released.sort_unstable();
+    assert_eq!(released, ["a1", "a2"], "{r:?}");
+    assert!(cb.get("b1").await.is_ok(), "node B's b1 is still held");
+}

@@ -379,4 +379,35 @@ mod tests {
         assert!(container_id("{}").unwrap_err().contains("no \"id\""));
         assert!(container_id("not json").unwrap_err().contains("not JSON"));
     }
+
+    /// The owner a hook records when `--owner` is not given, read from a
+    /// real podman config.json and from that file with its annotations
+    /// changed to what CRI-O writes, and to none at all.
+    #[test]
+    fn the_default_owner_follows_the_engines_annotations() {
+        let real: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/data/podman-4.3.1-config.json"))
+                .unwrap();
+        assert_eq!(real["annotations"]["io.container.manager"], "libpod");
+        let owner_of = |config: &serde_json::Value, owner: Option<&str>| {
+            let bundle = tempfile::tempdir().unwrap();
+            std::fs::write(bundle.path().join("config.json"), config.to_string()).unwrap();
+            let state = serde_json::json!({"id": "c1", "bundle": bundle.path()}).to_string();
+            read_container(&state, owner).unwrap().owner
+        };
+        assert_eq!(owner_of(&real, None), "podman");
+        assert_eq!(owner_of(&real, Some("runtime-a")), "runtime-a");
+
+        let mut crio = real.clone();
+        let annotations = crio["annotations"].as_object_mut().unwrap();
+        annotations.remove("io.container.manager");
+        annotations.insert("io.kubernetes.cri-o.ContainerID".into(), "c1".into());
+        assert_eq!(owner_of(&crio, None), "crio");
+
+        let mut plain = real.clone();
+        plain["annotations"] = serde_json::json!({});
+        assert_eq!(owner_of(&plain, None), "oci");
+        plain.as_object_mut().unwrap().remove("annotations");
+        assert_eq!(owner_of(&plain, None), "oci");
+    }
 }
