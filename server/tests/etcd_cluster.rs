@@ -365,3 +365,57 @@ async fn a_reconcile_on_one_node_leaves_the_other_nodes_allocations_alone() {
     assert_eq!(released, ["a1", "a2"], "{r:?}");
     assert!(cb.get("b1").await.is_ok(), "node B's b1 is still held");
 }
+
+/// The in-use scan at start frees the holds of processes that are gone,
+/// but only this host's: a hold made by another node names a process of
+/// that node, which this host's `/proc` cannot show, so freeing it would
+/// hand out a pair a container elsewhere still runs at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_use_scan_of_one_node_keeps_the_other_nodes_holds() {
+    let cluster = EtcdCluster::start(1);
+    let temp = tempfile::tempdir().unwrap();
+    // Node A runs a process at s0:c5,c6; node B runs nothing labeled.
+    let start = |node: &str, process: Option<&str>| {
+        let dir = temp.path().join(node);
+        let proc_root = dir.join("proc");
+        std::fs::create_dir_all(&proc_root).unwrap();
+        if let Some(context) = process {
+            let attr = proc_root.join("4242/attr");
+            std::fs::create_dir_all(&attr).unwrap();
+            std::fs::write(attr.join("current"), format!("{context}\0")).unwrap();
+        }
+        let scan = format!(
+            "[in_use]\nscan = true\nproc_root = {:?}\n",
+            proc_root.display().to_string()
+        );
+        let config = common::CONFIG.replace("[in_use]\nscan = false\n", &scan);
+        assert_ne!(config, common::CONFIG, "the harness config changed shape");
+        let store = common::etcd::store_config(&cluster.endpoints(), "/shared/");
+        std::fs::write(dir.join("mcsd.toml"), format!("{config}{store}")).unwrap();
+        let mut d = TestDaemon::in_dir(&dir, &["--categories", "c0.c9", "--node-name", node]);
+        d.launch().expect("mcsd starts");
+        d
+    };
+    let a = start("node-a", Some("system_u:system_r:container_t:s0:c5,c6"));
+    let mut ca = a.client().await;
+    let held = ca.get("pid:4242").await.unwrap();
+    assert_eq!(
+        (held.level.as_str(), held.node.as_str()),
+        ("s0:c5,c6", "node-a")
+    );
+
+    // B's start finds no process at s0:c5,c6 on its host, and must not
+    // take that as A's process being gone.
+    let b = start("node-b", None);
+    let mut cb = b.client().await;
+    let still = cb
+        .get("pid:4242")
+        .await
+        .expect("node A's hold survives node B's start");
+    assert_eq!(still.level, "s0:c5,c6");
+    let err = cb
+        .allocate(Allocate::new("x").level("s0:c5,c6"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::AlreadyExists), "{err}");
+}
