@@ -604,3 +604,34 @@ async fn health_turns_not_serving_when_stopping() {
         assert_eq!(next.status(), ServingStatus::NotServing, "{service:?}");
     }
 }
+
+/// Where SELinux is disabled mcsd says so once in its log (not per request,
+/// not again on a reload) and carries on allocating; where it is enabled
+/// it says nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_selinux_is_named_once_in_the_log_and_mcsd_carries_on() {
+    const SAID: &str = "SELinux is disabled on this host";
+    let d = TestDaemon::start("c0.c9");
+    let mut c = d.client().await;
+    for id in ["a", "b"] {
+        c.allocate(Allocate::new(id)).await.unwrap();
+    }
+    let pid = Pid::from_raw(d.pid() as i32).unwrap();
+    kill_process(pid, Signal::HUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("configuration reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload in the log:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.allocate(Allocate::new("c")).await.unwrap();
+    let log = d.log();
+    let expected = match mcsd::context::selinux_mode() {
+        mcsd::context::SelinuxMode::Disabled => 1,
+        _ => 0,
+    };
+    assert_eq!(log.matches(SAID).count(), expected, "{log}");
+}
