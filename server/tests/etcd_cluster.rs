@@ -380,16 +380,9 @@ async fn the_in_use_scan_of_one_node_keeps_the_other_nodes_holds() {
         let proc_root = dir.join("proc");
         std::fs::create_dir_all(&proc_root).unwrap();
         if let Some(context) = process {
-            let attr = proc_root.join("4242/attr");
-            std::fs::create_dir_all(&attr).unwrap();
-            std::fs::write(attr.join("current"), format!("{context}\0")).unwrap();
+            common::fake_process(&proc_root, 4242, context);
         }
-        let scan = format!(
-            "[in_use]\nscan = true\nproc_root = {:?}\n",
-            proc_root.display().to_string()
-        );
-        let config = common::CONFIG.replace("[in_use]\nscan = false\n", &scan);
-        assert_ne!(config, common::CONFIG, "the harness config changed shape");
+        let config = common::config_scanning(&proc_root);
         let store = common::etcd::store_config(&cluster.endpoints(), "/shared/");
         std::fs::write(dir.join("mcsd.toml"), format!("{config}{store}")).unwrap();
         let mut d = TestDaemon::in_dir(&dir, &["--categories", "c0.c9", "--node-name", node]);

@@ -7,37 +7,23 @@ mod common;
 
 use std::path::Path;
 
-use common::{code, TestDaemon, CONFIG};
+use common::{code, config_scanning, fake_process, TestDaemon, CONFIG};
 use mcs_client::{proto, Allocate};
 use tonic::Code;
 
-fn process(proc_root: &Path, pid: u32, context: &str) {
-    let dir = proc_root.join(pid.to_string()).join("attr");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("current"), format!("{context}\0")).unwrap();
-}
-
 fn config_with_proc(dir: &Path, proc_root: &Path) {
-    let config = CONFIG.replace(
-        "[in_use]\nscan = false\n",
-        &format!(
-            "[in_use]\nscan = true\nproc_root = {:?}\n",
-            proc_root.display().to_string()
-        ),
-    );
-    assert_ne!(config, CONFIG, "the harness config changed shape");
-    std::fs::write(dir.join("mcsd.toml"), config).unwrap();
+    std::fs::write(dir.join("mcsd.toml"), config_scanning(proc_root)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_of_running_processes_are_never_handed_out() {
     let temp = tempfile::tempdir().unwrap();
     let proc_root = temp.path().join("proc");
-    process(&proc_root, 1, "system_u:system_r:init_t:s0");
-    process(&proc_root, 4242, "system_u:system_r:container_t:s0:c5,c6");
-    process(&proc_root, 4243, "system_u:system_r:container_t:s0:c5,c6");
-    process(&proc_root, 777, "system_u:system_r:container_t:s0:c2,c9");
-    process(&proc_root, 778, "system_u:system_r:container_t:s0:c1,c900"); // outside c0.c9
+    fake_process(&proc_root, 1, "system_u:system_r:init_t:s0");
+    fake_process(&proc_root, 4242, "system_u:system_r:container_t:s0:c5,c6");
+    fake_process(&proc_root, 4243, "system_u:system_r:container_t:s0:c5,c6");
+    fake_process(&proc_root, 777, "system_u:system_r:container_t:s0:c2,c9");
+    fake_process(&proc_root, 778, "system_u:system_r:container_t:s0:c1,c900"); // outside c0.c9
     config_with_proc(temp.path(), &proc_root);
 
     let mut d = TestDaemon::in_dir(temp.path(), &["--categories", "c0.c9"]);
@@ -116,7 +102,7 @@ async fn a_pair_already_allocated_to_the_running_container_stays_with_it() {
 
     // The container now runs with the pair mcsd gave it.
     let context = format!("system_u:system_r:container_t:{level}");
-    process(&proc_root, 900, &context);
+    fake_process(&proc_root, 900, &context);
     d.launch().unwrap();
     let mut c = d.client().await;
     assert_eq!(c.get("web").await.unwrap().owner, "podman");

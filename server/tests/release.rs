@@ -76,18 +76,8 @@ async fn the_in_use_scan_restores_a_gone_process_volume_before_freeing_its_pair(
     require_root();
     let temp = tempfile::tempdir().unwrap();
     let proc_root = temp.path().join("proc");
-    let attr = proc_root.join("900").join("attr");
-    std::fs::create_dir_all(&attr).unwrap();
-    std::fs::write(
-        attr.join("current"),
-        "system_u:system_r:container_t:s0:c3,c4\0",
-    )
-    .unwrap();
-    let config = CONFIG.replace(
-        "[in_use]\nscan = false\n",
-        &format!("[in_use]\nscan = true\nproc_root = {:?}\n", proc_root),
-    );
-    assert_ne!(config, CONFIG, "the harness config changed shape");
+    common::fake_process(&proc_root, 900, "system_u:system_r:container_t:s0:c3,c4");
+    let config = common::config_scanning(&proc_root);
     let mut d = daemon(temp.path(), &config, "c0.c9");
     let mut c = d.client().await;
     let held = c.get("pid:900").await.unwrap();

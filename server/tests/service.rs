@@ -616,17 +616,8 @@ async fn a_host_without_selinux_is_named_once_in_the_log_and_mcsd_carries_on() {
     for id in ["a", "b"] {
         c.allocate(Allocate::new(id)).await.unwrap();
     }
-    let pid = Pid::from_raw(d.pid() as i32).unwrap();
-    kill_process(pid, Signal::HUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log().contains("configuration reloaded") {
-        assert!(
-            Instant::now() < deadline,
-            "no reload in the log:\n{}",
-            d.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    kill_process(Pid::from_raw(d.pid() as i32).unwrap(), Signal::HUP).unwrap();
+    wait_for("the reload", || d.log().contains("configuration reloaded"));
     c.allocate(Allocate::new("c")).await.unwrap();
     let log = d.log();
     let expected = match mcsd::context::selinux_mode() {

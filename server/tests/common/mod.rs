@@ -157,6 +157,27 @@ impl Drop for TestDaemon {
     }
 }
 
+/// A process of a made-up `/proc` tree (this kernel has no SELinux) that
+/// runs at `context`, as the in-use scan reads it.
+pub(crate) fn fake_process(proc_root: &Path, pid: u32, context: &str) {
+    let dir = proc_root.join(pid.to_string()).join("attr");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("current"), format!("{context}\0")).unwrap();
+}
+
+/// The harness configuration with the in-use scan on, over `proc_root`.
+pub(crate) fn config_scanning(proc_root: &Path) -> String {
+    let config = CONFIG.replace(
+        "[in_use]\nscan = false\n",
+        &format!(
+            "[in_use]\nscan = true\nproc_root = {:?}\n",
+            proc_root.display().to_string()
+        ),
+    );
+    assert_ne!(config, CONFIG, "the harness config changed shape");
+    config
+}
+
 /// The gRPC code of a failed call.
 pub(crate) fn code<T: std::fmt::Debug>(result: Result<T, mcs_client::ClientError>) -> tonic::Code {
     match result {
