@@ -53,9 +53,13 @@ fn label(path: &Path) -> Option<Vec<u8>> {
 }
 
 fn relabeler() -> Relabeler {
+    relabeler_with(2)
+}
+
+fn relabeler_with(threads: usize) -> Relabeler {
     Relabeler::new(
         RelabelConfig {
-            threads: 2,
+            threads,
             ..Default::default()
         },
         Path::new("/var/lib/mcsd"),
@@ -67,7 +71,16 @@ fn run(root: &Path, want: &[u8], cross_mounts: bool) -> Outcome {
 }
 
 fn run_with(root: &Path, want: &[u8], cross_mounts: bool, hard_links: bool) -> Outcome {
-    let r = relabeler();
+    run_by(&relabeler(), root, want, cross_mounts, hard_links)
+}
+
+fn run_by(
+    r: &Relabeler,
+    root: &Path,
+    want: &[u8],
+    cross_mounts: bool,
+    hard_links: bool,
+) -> Outcome {
     let resolved = r.resolve(root).unwrap();
     r.run(
         &resolved,
@@ -582,23 +595,7 @@ fn the_last_link_is_labeled_after_a_create_only_write_finds_a_label() {
     xattr::set_at(c.as_bytes(), HOME).unwrap();
     std::fs::hard_link(&first, root.join("links/b")).unwrap();
 
-    let r = Relabeler::new(
-        RelabelConfig {
-            threads: 1,
-            ..Default::default()
-        },
-        Path::new("/var/lib/mcsd"),
-    );
-    let resolved = r.resolve(&root).unwrap();
-    let out = r
-        .run(
-            &resolved,
-            &Fixed(PRIVATE.to_vec()),
-            false,
-            false,
-            &Counters::default(),
-        )
-        .unwrap();
+    let out = run_by(&relabeler_with(1), &root, PRIVATE, false, false);
     assert_eq!(out.totals.failed, 0, "{:?}", out.errors);
     assert_eq!(out.totals.hardlinks_skipped, 0, "{out:?}");
     assert_eq!(label(&first).as_deref(), Some(PRIVATE));
